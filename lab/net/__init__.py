@@ -1,0 +1,1 @@
+"""Topology: network namespaces, veth pairs, addresses, routes and their teardown."""

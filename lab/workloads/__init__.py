@@ -1,0 +1,1 @@
+"""Workloads: one module each, a params model plus an async run(client) -> samples."""
