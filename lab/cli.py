@@ -21,17 +21,32 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab doctor")
+    from lab.doctor import diagnose, format_report
+
+    report = diagnose()
+    print(format_report(report))
+    return 0 if report.ok else 1
 
 
 # --- clean --------------------------------------------------------------------------------
 def _add_clean(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("clean", help="remove namespaces, links and processes left by killed runs")
+    p.add_argument("--prefix", help="only this run prefix (e.g. lab3f2a9c)")
+    p.add_argument("--force", action="store_true", help="also remove runs that are still alive")
     p.set_defaults(handler=_cmd_clean)
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab clean")
+    from lab.net.clean import clean
+
+    report = clean(args.prefix, force=args.force)
+    for item in report.removed:
+        print(f"removed {item}")
+    for prefix in report.skipped_live:
+        print(f"skipped {prefix}: its run is still alive (use --force)")
+    if not report.removed and not report.skipped_live:
+        print("nothing to clean")
+    return 0
 
 
 # --- calibrate ----------------------------------------------------------------------------
@@ -53,7 +68,17 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab validate")
+    from lab.scenario import ScenarioError, expand_cells, load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as e:
+        print(e, file=sys.stderr)
+        return 2
+    n, r = len(expand_cells(scenario)), scenario.repeat
+    cells, reps = ("cell" if n == 1 else "cells"), ("repetition" if r == 1 else "repetitions")
+    print(f"{args.scenario}: ok — {n} {cells} × {r} {reps}")
+    return 0
 
 
 def _add_schema(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +87,12 @@ def _add_schema(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab schema")
+    import json
+
+    from lab.scenario import scenario_json_schema
+
+    print(json.dumps(scenario_json_schema(), indent=2))
+    return 0
 
 
 # --- run ----------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ clock the server stamps watch events with, so latencies across processes on one 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -16,6 +17,10 @@ from lab.http.settings import H2Settings, QuicSettings
 HttpProtocol = Literal["h2", "h3"]
 ConnectMode = Literal["cold", "resumed", "zero_rtt"]
 ChunkCallback = Callable[[bytes, int], None]  # (data, receive time in CLOCK_MONOTONIC ns)
+
+
+class RequestFailed(ConnectionError):
+    """A request or connection failed: reset stream, GOAWAY, lost connection, bad handshake."""
 
 
 class TicketStore:
@@ -58,6 +63,7 @@ class ConnectionTimings:
     handshake_done_ns: int | None = None
     resumed: bool = False  # TLS session / QUIC ticket was accepted
     early_data_sent: bool = False  # the client sent 0-RTT data
+    note: str = ""  # e.g. why a requested 0-RTT did not happen
 
 
 @dataclass
@@ -96,3 +102,23 @@ class Connection(Protocol):
 
     async def aclose(self) -> None:
         """Close gracefully (GOAWAY / CONNECTION_CLOSE)."""
+
+
+@contextlib.asynccontextmanager
+async def open_connection(opts: ConnectOptions) -> AsyncIterator[Connection]:
+    """Open an HTTP/2 or HTTP/3 connection as `opts` says; closed (GOAWAY) on exit.
+
+    Usage: `async with open_connection(opts) as conn: resp = await conn.request("GET", "/")`.
+    """
+    if opts.protocol == "h2":
+        from lab.http.h2_client import open_h2
+
+        async with open_h2(opts) as conn:
+            yield conn
+    elif opts.protocol == "h3":
+        from lab.http.h3_client import open_h3
+
+        async with open_h3(opts) as conn:
+            yield conn
+    else:
+        raise ValueError(f"unknown protocol {opts.protocol!r}")

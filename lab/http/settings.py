@@ -54,6 +54,9 @@ class ServerConfig:
     pod_size_bytes: int = 2048  # size of one synthetic pod in List responses
     pod_count: int = 500  # pods per namespace
     grace_s: float = 10.0  # graceful shutdown: time given to in-flight requests
+    max_request_header_bytes: int = 64 * 1024  # larger header lists get 431 (RFC 7541 sizes)
+    max_request_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
+    max_bytes_n: int = 10 * 1000**3  # cap of GET /bytes/{n}; larger n gets 400
 
     def report(self) -> dict:
         """A JSON-ready dict of the settings, for run.json."""

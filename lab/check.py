@@ -1,0 +1,386 @@
+"""`lab check`: gate a run on thresholds (for CI). Pure evaluation plus a JUnit XML writer.
+
+A thresholds file (YAML) is a list of claims, each a bound on one statistic of one metric:
+
+    thresholds:
+      - name: h3-hol-spread-16-streams
+        claim: HTTP/3 confines a loss to the stream that lost data
+        workload: watch
+        metric: hol_spread
+        protocol: h3
+        where: {watch.streams: 16}     # matrix-axis values (exact; numbers compared with isclose)
+        statistic: median              # median | mean | min | max | p<N>, e.g. p95, p99.9
+        over: repetitions              # repetitions (per-repetition medians) | samples (pooled)
+        max: 0.25                      # and/or min
+
+`ratio: h3/h2` instead of `protocol` bounds statistic(h3) / statistic(h2). A threshold is
+evaluated in every cell it matches and holds only when it holds in all of them; one that matches
+no data is an error, never a pass. HOL-spread values of repetitions without any stalled event
+are undefined and left out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lab.results import AGGREGATE_METRICS, SAMPLE_METRICS
+from lab.significance import KNOWN_WORKLOADS, drop_unstalled, per_repetition
+from lab.verdicts import effective_mode
+from lab.yamlpos import YamlError, load_yaml
+
+Status = Literal["pass", "fail", "error"]
+_STATISTIC = re.compile(r"^(median|mean|min|max|p(\d{1,2}(\.\d+)?|100))$")
+AxisValue = float | int | str | bool
+
+
+class ThresholdFileError(Exception):
+    """A thresholds file that cannot be used; the message starts with file:line."""
+
+
+class Threshold(BaseModel):
+    """One claim: `statistic` of `metric` within [min, max] in every matching cell."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    claim: str | None = None
+    workload: str
+    metric: str
+    protocol: Literal["h2", "h3"] | None = None
+    ratio: Literal["h3/h2"] | None = None
+    mode: Literal["cold", "resumed", "zero_rtt"] | None = None
+    implementation: str | None = None
+    where: dict[str, AxisValue] = Field(default_factory=dict)
+    statistic: str = "median"
+    over: Literal["repetitions", "samples"] = "repetitions"
+    min: float | None = None
+    max: float | None = None
+
+    @field_validator("workload")
+    @classmethod
+    def _known_workload(cls, v: str) -> str:
+        if v not in KNOWN_WORKLOADS:
+            raise ValueError(f"unknown workload {v!r}; known: {', '.join(KNOWN_WORKLOADS)}")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        known = SAMPLE_METRICS | AGGREGATE_METRICS
+        if v not in known:
+            raise ValueError(f"unknown metric {v!r}; known: {', '.join(sorted(known))}")
+        return v
+
+    @field_validator("statistic")
+    @classmethod
+    def _statistic(cls, v: str) -> str:
+        if not _STATISTIC.match(v):
+            raise ValueError("statistic must be median, mean, min, max or p<N> (e.g. p95)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise ValueError("give max, min or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is larger than max")
+        if (self.protocol is None) == (self.ratio is None):
+            raise ValueError("give exactly one of protocol (absolute) or ratio: h3/h2")
+        if self.over == "samples" and self.metric in AGGREGATE_METRICS:
+            raise ValueError(f"{self.metric} is one value per repetition; use over: repetitions")
+        return self
+
+    def bound_text(self) -> str:
+        """e.g. "≤ 0.25", "≥ 0.8", "in [1, 2]"."""
+        if self.min is not None and self.max is not None:
+            return f"in [{self.min:g}, {self.max:g}]"
+        return f"≤ {self.max:g}" if self.max is not None else f"≥ {self.min:g}"
+
+    def subject(self) -> str:
+        """e.g. "median of h3 hol_spread (watch) where watch.streams=16"."""
+        who = self.ratio or self.protocol
+        s = f"{self.statistic} over {self.over} of {who} {self.metric} ({self.workload}"
+        s += f", {self.mode})" if self.mode else ")"
+        if self.where:
+            s += " where " + ", ".join(f"{k}={v}" for k, v in self.where.items())
+        return s
+
+
+class ThresholdFile(BaseModel):
+    """The top level of a thresholds file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    thresholds: list[Threshold] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ThresholdFile:
+        seen: set[str] = set()
+        for t in self.thresholds:
+            if t.name in seen:
+                raise ValueError(f"duplicate threshold name {t.name!r}")
+            seen.add(t.name)
+        return self
+
+
+@dataclass(frozen=True)
+class LoadedThreshold:
+    """A threshold with the line it was declared on."""
+
+    threshold: Threshold
+    file: str
+    line: int
+
+
+def load_thresholds(path: str | Path) -> list[LoadedThreshold]:
+    """Read and validate a thresholds file; raises ThresholdFileError ("file:line: reason")."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ThresholdFileError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data, lines = load_yaml(text, str(path))
+    except YamlError as exc:
+        raise ThresholdFileError(str(exc)) from None
+    try:
+        parsed = ThresholdFile.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function")))
+        where = ".".join(str(p) for p in loc) or "file"
+        msg = err["msg"].removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ThresholdFileError(f"{path}:{lines.line(loc)}: {where}: {msg}{more}") from None
+    return [
+        LoadedThreshold(t, str(path), lines.line(("thresholds", i)))
+        for i, t in enumerate(parsed.thresholds)
+    ]
+
+
+# --- evaluation ---------------------------------------------------------------------------
+def statistic(values: np.ndarray, name: str) -> float:
+    """median | mean | min | max | p<N> of `values` (NaN when empty)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan")
+    if name == "median":
+        return float(np.median(v))
+    if name == "mean":
+        return float(np.mean(v))
+    if name == "min":
+        return float(np.min(v))
+    if name == "max":
+        return float(np.max(v))
+    return float(np.percentile(v, float(name[1:])))
+
+
+@dataclass(frozen=True)
+class CellValue:
+    """The observed statistic in one cell; `ok` False when it breaks the bound."""
+
+    cell: str
+    value: float
+    ok: bool
+    n: int  # repetitions (or samples) behind the value, smallest side for a ratio
+    cpu_bound: bool = False
+
+
+@dataclass(frozen=True)
+class ThresholdResult:
+    """The outcome of one threshold on one run."""
+
+    loaded: LoadedThreshold
+    status: Status
+    cells: tuple[CellValue, ...] = field(default=())
+    message: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.loaded.threshold.name
+
+    def observed_text(self) -> str:
+        """The worst observed value and its cell, e.g. "0.31 (c007)"."""
+        bad = [c for c in self.cells if not c.ok] or list(self.cells)
+        if not bad:
+            return "—"
+        t = self.loaded.threshold
+        worst = max(bad, key=lambda c: c.value) if t.max is not None else min(bad, key=_val)
+        return f"{worst.value:.4g} ({worst.cell})"
+
+
+def _val(c: CellValue) -> float:
+    return c.value
+
+
+def _matches(series: pd.Series, want: AxisValue) -> pd.Series:
+    if isinstance(want, bool | str):
+        return series.astype(object) == want
+    num = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+    return pd.Series(np.isclose(num, float(want), rtol=1e-9, atol=1e-12), index=series.index)
+
+
+def _select(samples: pd.DataFrame, t: Threshold) -> tuple[pd.DataFrame, str]:
+    """Rows the threshold reads, or an empty frame and the reason."""
+    rows = samples[(samples["workload"] == t.workload) & (samples["metric"] == t.metric)]
+    if rows.empty:
+        return rows, f"no {t.metric} samples for workload {t.workload}"
+    for axis, want in t.where.items():
+        if axis not in rows.columns:
+            return rows.iloc[0:0], f"the run has no matrix axis {axis!r}"
+        rows = rows[_matches(rows[axis], want)]
+        if rows.empty:
+            return rows, f"no cell has {axis}={want}"
+    if t.implementation is not None:
+        rows = rows[rows["implementation"] == t.implementation]
+        if rows.empty:
+            return rows, f"no data from implementation {t.implementation!r}"
+    if t.mode is not None:
+        rows = rows[effective_mode(rows) == t.mode]
+        if rows.empty:
+            extra = " with early data (0-RTT proven by the server)" if t.mode == "zero_rtt" else ""
+            return rows, f"no samples in mode {t.mode}{extra}"
+    if t.protocol is not None:
+        rows = rows[rows["protocol"] == t.protocol]
+        if rows.empty:
+            return rows, f"no {t.protocol} samples"
+    if t.metric == "hol_spread":
+        rows = drop_unstalled(samples, rows)
+        if rows.empty:
+            return rows, "no repetition had a stalled event (HOL spread undefined)"
+    rows = rows[rows["value"].notna()]
+    return rows, "" if len(rows) else "all matching values are missing"
+
+
+def _values(rows: pd.DataFrame, t: Threshold, protocol: str) -> np.ndarray:
+    rows = rows[rows["protocol"] == protocol]
+    if t.over == "samples":
+        return rows["value"].to_numpy(dtype=float)
+    return per_repetition(rows, t.metric)["value"].to_numpy(dtype=float)
+
+
+def _cpu_bound_cells(samples: pd.DataFrame, workload: str) -> set[str]:
+    rows = samples[
+        (samples["metric"] == "cpu_bound")
+        & (samples["workload"] == workload)
+        & (samples["value"] > 0.5)
+    ]
+    return set(rows["cell"].astype(str))
+
+
+def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
+    """Evaluate one threshold on a run's samples (results format)."""
+    t = loaded.threshold
+    rows, why = _select(samples, t)
+    if rows.empty:
+        return ThresholdResult(loaded, "error", message=f"matches no data: {why}")
+    bound = _cpu_bound_cells(samples, t.workload)
+    cells: list[CellValue] = []
+    skipped: list[str] = []
+    for cell, g in rows.groupby("cell", sort=True):
+        if t.ratio is not None:
+            a, b = _values(g, t, "h3"), _values(g, t, "h2")
+            if a.size == 0 or b.size == 0:
+                skipped.append(str(cell))
+                continue
+            num, den = statistic(a, t.statistic), statistic(b, t.statistic)
+            value = num / den if den != 0 else float("nan")
+            n = int(min(a.size, b.size))
+        else:
+            a = _values(g, t, str(t.protocol))
+            value, n = statistic(a, t.statistic), int(a.size)
+        ok = (
+            not math.isnan(value)
+            and (t.max is None or value <= t.max)
+            and (t.min is None or value >= t.min)
+        )
+        cells.append(CellValue(str(cell), value, ok, n, str(cell) in bound))
+    if not cells:
+        return ThresholdResult(
+            loaded, "error", message="matches no data: no cell has both h2 and h3 values"
+        )
+    failed = [c for c in cells if not c.ok]
+    notes = []
+    if skipped:
+        notes.append(f"cells without both protocols skipped: {', '.join(skipped)}")
+    if any(c.cpu_bound for c in cells):
+        notes.append("some cells were cpu_bound")
+    if failed:
+        where = ", ".join(f"{c.cell}={c.value:.4g}" for c in failed[:6])
+        more = f" (+{len(failed) - 6} more)" if len(failed) > 6 else ""
+        msg = f"{len(failed)} of {len(cells)} cells break {t.bound_text()}: {where}{more}"
+        return ThresholdResult(loaded, "fail", tuple(cells), "; ".join([msg, *notes]))
+    msg = f"holds in {len(cells)} cell{'s' if len(cells) != 1 else ''}"
+    return ThresholdResult(loaded, "pass", tuple(cells), "; ".join([msg, *notes]))
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Every threshold's result; `exit_code` 0 when all pass, 1 otherwise."""
+
+    results: tuple[ThresholdResult, ...]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if all(r.status == "pass" for r in self.results) else 1
+
+    def count(self, status: Status) -> int:
+        return sum(r.status == status for r in self.results)
+
+
+def check(samples: pd.DataFrame, thresholds: list[LoadedThreshold]) -> CheckReport:
+    """Evaluate every threshold on a run's samples."""
+    return CheckReport(tuple(evaluate(samples, t) for t in thresholds))
+
+
+# --- JUnit XML ----------------------------------------------------------------------------
+def junit_xml(report: CheckReport, run_id: str) -> bytes:
+    """JUnit XML (one testcase per threshold; failure / error elements) as UTF-8 bytes."""
+    suites = ET.Element("testsuites", name="lab check")
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name=f"lab check {run_id}",
+        tests=str(len(report.results)),
+        failures=str(report.count("fail")),
+        errors=str(report.count("error")),
+        skipped="0",
+        time="0",
+    )
+    for r in report.results:
+        t = r.loaded.threshold
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"lab.check.{t.workload}",
+            name=t.name,
+            file=r.loaded.file,
+            line=str(r.loaded.line),
+            time="0",
+        )
+        detail = f"{t.subject()} {t.bound_text()}\n{r.message}"
+        if t.claim:
+            detail = f"claim: {t.claim}\n{detail}"
+        if r.status == "fail":
+            el = ET.SubElement(case, "failure", message=r.message, type="ThresholdFailed")
+            el.text = detail
+        elif r.status == "error":
+            el = ET.SubElement(case, "error", message=r.message, type="NoData")
+            el.text = detail
+        out = ET.SubElement(case, "system-out")
+        out.text = detail + "".join(
+            f"\n  {c.cell}: {c.value:.6g} (n={c.n}){' cpu_bound' if c.cpu_bound else ''}"
+            for c in r.cells
+        )
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="utf-8", xml_declaration=True)

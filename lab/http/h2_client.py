@@ -1,0 +1,396 @@
+"""HTTP/2 client on trio: h2's sans-I/O H2Connection over trio.SSLStream, every step stamped.
+
+Timestamps are `time.monotonic_ns()` (CLOCK_MONOTONIC ns): connect start (before the socket
+connects), TCP connected, TLS handshake done, request sent (after its last byte went to the
+kernel), first response-body byte and each DATA frame (stamped when the read that carried it
+returned), end. Resumption reuses an `ssl.SSLSession` from the TicketStore; Python's ssl has no
+TLS early data, so mode "zero_rtt" behaves as "resumed" and says so in `timings.note`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+
+from lab.http.client import (
+    ChunkCallback,
+    ConnectionTimings,
+    ConnectOptions,
+    RequestFailed,
+    Response,
+)
+from lab.http.tcp import congestion_of, set_tcp_options
+from lab.http.tls import client_ssl_context
+
+RECEIVE_BYTES = 256 * 1024
+SEND_BATCH_BYTES = 1024 * 1024
+ASSUMED_MAX_STREAMS = 100  # until the server's SETTINGS arrive (RFC 9113 §6.5.2 advice)
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_contexts: dict[Path | None, ssl.SSLContext] = {}
+
+
+def client_context(ca_file: Path | None) -> ssl.SSLContext:
+    """One shared TLS context per CA file: an ssl.SSLSession only resumes on its own context."""
+    ctx = _contexts.get(ca_file)
+    if ctx is None:
+        ctx = _contexts[ca_file] = client_ssl_context(ca_file, ("h2",))
+    return ctx
+
+
+class _Pending:
+    """Per-stream state of one request in flight."""
+
+    __slots__ = (
+        "body",
+        "body_bytes",
+        "chunks",
+        "done",
+        "end_ns",
+        "error",
+        "first_byte_ns",
+        "headers",
+        "id",
+        "keep_body",
+        "on_chunk",
+        "request_sent_ns",
+        "status",
+        "window_event",
+    )
+
+    def __init__(self, stream_id: int, keep_body: bool, on_chunk: ChunkCallback | None):
+        self.id = stream_id
+        self.keep_body = keep_body
+        self.on_chunk = on_chunk
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+        self.body_bytes = 0
+        self.chunks: list[tuple[int, int]] = []
+        self.request_sent_ns = 0
+        self.first_byte_ns: int | None = None
+        self.end_ns = 0
+        self.error: Exception | None = None
+        self.done = trio.Event()
+        self.window_event: trio.Event | None = None
+
+
+class H2ClientConnection:
+    """An open HTTP/2 connection (implements lab.http.client.Connection)."""
+
+    protocol = "h2"
+
+    def __init__(self, tls: trio.SSLStream, opts: ConnectOptions, timings: ConnectionTimings):
+        self.tls = tls
+        self.opts = opts
+        self.timings = timings
+        s = opts.h2
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.conn.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                SettingCodes.ENABLE_PUSH: 0,
+                SettingCodes.MAX_CONCURRENT_STREAMS: s.max_concurrent_streams,
+                SettingCodes.INITIAL_WINDOW_SIZE: s.initial_stream_window_bytes,
+                SettingCodes.MAX_FRAME_SIZE: s.max_frame_size_bytes,
+            },
+        )
+        port = opts.port
+        self._authority = opts.server_name if port == 443 else f"{opts.server_name}:{port}"
+        self._streams: dict[int, _Pending] = {}
+        self._lock = trio.StrictFIFOLock()
+        self._slot = trio.Event()
+        self._settings_seen = False
+        self.closed = False
+        self.goaway_code: int | None = None
+        self.congestion: str | None = None
+
+    # --- plumbing ------------------------------------------------------------------------
+    async def _flush(self) -> None:
+        async with self._lock:
+            data = self.conn.data_to_send()
+            if not data:
+                return
+            try:
+                await self.tls.send_all(data)
+            except _GONE as e:
+                self._fail_all(RequestFailed(f"h2 connection lost: {e!r}"))
+                raise RequestFailed(f"h2 connection lost: {e!r}") from None
+
+    def _fail_all(self, error: Exception) -> None:
+        self.closed = True
+        for st in list(self._streams.values()):
+            if not st.done.is_set():
+                st.error = error
+                st.done.set()
+            if st.window_event is not None:
+                st.window_event.set()
+        self._streams.clear()
+        self._slot.set()
+
+    async def _start(self) -> None:
+        s = self.opts.h2
+        self.conn.initiate_connection()
+        grow = s.connection_window_bytes - self.conn.inbound_flow_control_window
+        if grow > 0:
+            self.conn.increment_flow_control_window(grow)
+        await self._flush()
+
+    async def _read_loop(self) -> None:
+        error: Exception = RequestFailed("h2 connection closed by the server")
+        try:
+            while True:
+                data = await self.tls.receive_some(RECEIVE_BYTES)
+                now = time.monotonic_ns()
+                if not data:
+                    break
+                try:
+                    events = self.conn.receive_data(data)
+                except h2.exceptions.ProtocolError as e:
+                    error = RequestFailed(f"h2 protocol error from the server: {e}")
+                    with contextlib.suppress(RequestFailed):
+                        await self._flush()
+                    break
+                for ev in events:
+                    self._dispatch(ev, now)
+                await self._flush()
+                self._save_ticket()
+        except _GONE as e:
+            error = RequestFailed(f"h2 connection lost: {e!r}")
+        except RequestFailed as e:
+            error = e
+        finally:
+            self._fail_all(error)
+
+    def _dispatch(self, ev: h2.events.Event, now: int) -> None:
+        if isinstance(ev, h2.events.DataReceived):
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            st = self._streams.get(ev.stream_id)
+            if st is None:
+                return
+            data = ev.data or b""
+            if st.first_byte_ns is None and data:
+                st.first_byte_ns = now
+            st.body_bytes += len(data)
+            st.chunks.append((now, len(data)))
+            if st.keep_body:
+                st.body.append(data)
+            if st.on_chunk is not None:
+                st.on_chunk(data, now)
+        elif isinstance(ev, h2.events.ResponseReceived):
+            st = self._streams.get(ev.stream_id)
+            if st is not None:
+                for n, v in ev.headers or []:
+                    name, value = n.decode("latin-1"), v.decode("latin-1")
+                    if name == ":status":
+                        st.status = int(value)
+                    else:
+                        st.headers.append((name, value))
+        elif isinstance(ev, h2.events.StreamEnded):
+            st = self._streams.pop(ev.stream_id, None)
+            if st is not None:
+                st.end_ns = now
+                st.done.set()
+            self._slot.set()
+        elif isinstance(ev, h2.events.StreamReset):
+            st = self._streams.pop(ev.stream_id, None)
+            if st is not None:
+                code = ErrorCodes(ev.error_code) if ev.error_code in ErrorCodes else ev.error_code
+                st.error = RequestFailed(f"h2 stream {ev.stream_id} reset by the server: {code!r}")
+                st.end_ns = now
+                st.done.set()
+                if st.window_event is not None:
+                    st.window_event.set()
+            self._slot.set()
+        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+            self._settings_seen = True
+            self._wake_all()
+        elif isinstance(ev, h2.events.WindowUpdated):
+            if ev.stream_id:
+                st = self._streams.get(ev.stream_id)
+                if st is not None and st.window_event is not None:
+                    st.window_event.set()
+            else:
+                self._wake_all()
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.goaway_code = ev.error_code
+            last = ev.last_stream_id or 0
+            for sid in [sid for sid in self._streams if sid > last]:
+                st = self._streams.pop(sid)
+                st.error = RequestFailed(f"h2 stream {sid} not processed (GOAWAY)")
+                st.done.set()
+            self._slot.set()
+
+    def _wake_all(self) -> None:
+        self._slot.set()
+        for st in self._streams.values():
+            if st.window_event is not None:
+                st.window_event.set()
+
+    def _save_ticket(self) -> None:
+        tickets = self.opts.tickets
+        if tickets is None:
+            return
+        session = self.tls.session
+        if session is not None and session.has_ticket:
+            tickets.put("h2", self.opts.host, self.opts.port, session)
+
+    def _max_streams(self) -> int:
+        remote = self.conn.remote_settings.max_concurrent_streams
+        return remote if self._settings_seen else min(remote, ASSUMED_MAX_STREAMS)
+
+    async def _send_body(self, st: _Pending, body: bytes) -> None:
+        view = memoryview(body)
+        off = 0
+        while off < len(view):
+            if st.done.is_set() or self.closed:
+                return
+            window = self.conn.local_flow_control_window(st.id)
+            if window <= 0:
+                st.window_event = trio.Event()
+                await st.window_event.wait()
+                continue
+            end = off + min(window, len(view) - off, SEND_BATCH_BYTES)
+            frame = self.conn.max_outbound_frame_size
+            while off < end:
+                n = min(frame, end - off)
+                last = off + n == len(view)
+                self.conn.send_data(st.id, view[off : off + n].tobytes(), end_stream=last)
+                off += n
+            await self._flush()
+
+    # --- API -----------------------------------------------------------------------------
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        keep_body: bool = True,
+        on_chunk: ChunkCallback | None = None,
+    ) -> Response:
+        """Send one request and wait for its whole response; many may run concurrently."""
+        while not self.closed and self.conn.open_outbound_streams >= self._max_streams():
+            self._slot = trio.Event()
+            await self._slot.wait()
+        if self.closed or self.goaway_code is not None:
+            raise RequestFailed("h2 connection is closed or going away")
+        sid = self.conn.get_next_available_stream_id()
+        st = _Pending(sid, keep_body, on_chunk)
+        self._streams[sid] = st
+        head = [
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", self._authority.encode()),
+            (b":path", path.encode()),
+        ]
+        head += [(n.lower().encode(), v.encode()) for n, v in headers or []]
+        if body:
+            head.append((b"content-length", str(len(body)).encode()))
+        self.conn.send_headers(sid, head, end_stream=not body)
+        await self._flush()
+        if body:
+            await self._send_body(st, body)
+        st.request_sent_ns = time.monotonic_ns()
+        await st.done.wait()
+        if st.error is not None:
+            raise st.error
+        return Response(
+            stream_id=sid,
+            status=st.status,
+            headers=st.headers,
+            request_sent_ns=st.request_sent_ns,
+            first_byte_ns=st.first_byte_ns,
+            end_ns=st.end_ns,
+            body_bytes=st.body_bytes,
+            body=b"".join(st.body) if keep_body else None,
+            chunks=st.chunks,
+            early_data=any(n == "lab-early-data" and v == "1" for n, v in st.headers),
+        )
+
+    async def aclose(self) -> None:
+        """GOAWAY, close_notify, close the socket; keeps the TLS session for resumption."""
+        if self.tls is None:
+            return
+        with contextlib.suppress(Exception):
+            self._save_ticket()
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.close_connection()
+            with trio.move_on_after(1), contextlib.suppress(RequestFailed):
+                await self._flush()
+        with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(*_GONE):
+            await self.tls.aclose()
+
+
+async def _tcp_connect(opts: ConnectOptions, timings: ConnectionTimings) -> trio.socket.SocketType:
+    infos = await trio.socket.getaddrinfo(opts.host, opts.port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"cannot resolve {opts.host}")
+    family, type_, proto, _, addr = infos[0]
+    sock = trio.socket.socket(family, type_, proto)
+    try:
+        set_tcp_options(sock, opts.h2.tcp_congestion)
+        timings.connect_start_ns = time.monotonic_ns()
+        await sock.connect(addr)
+        timings.tcp_connected_ns = time.monotonic_ns()
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def open_h2(opts: ConnectOptions) -> AsyncIterator[H2ClientConnection]:
+    """Open an HTTP/2 connection (cold, resumed, or zero_rtt = resumed) and close it after use."""
+    timings = ConnectionTimings(connect_start_ns=time.monotonic_ns())
+    ctx = client_context(opts.ca_file)
+    with trio.fail_after(opts.connect_timeout_s):
+        sock = await _tcp_connect(opts, timings)
+        stream = trio.SocketStream(sock)
+        tls = trio.SSLStream(stream, ctx, server_hostname=opts.server_name)
+        if opts.mode != "cold" and opts.tickets is not None:
+            session = opts.tickets.get("h2", opts.host, opts.port)
+            if isinstance(session, ssl.SSLSession):
+                with contextlib.suppress(ValueError):  # a session of another context
+                    tls.session = session
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        timings.handshake_done_ns = time.monotonic_ns()
+    timings.resumed = bool(tls.session_reused)
+    if opts.mode == "zero_rtt":
+        timings.note = "h2: Python's ssl has no TLS early data; zero_rtt ran as resumed"
+    if tls.selected_alpn_protocol() != "h2":
+        await trio.aclose_forcefully(tls)
+        raise RequestFailed(f"server did not select ALPN h2 ({tls.selected_alpn_protocol()!r})")
+    conn = H2ClientConnection(tls, opts, timings)
+    conn.congestion = congestion_of(sock)
+    async with trio.open_nursery() as nursery:
+        try:
+            await conn._start()
+            nursery.start_soon(conn._read_loop)
+            yield conn
+        finally:
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,489 @@
+"""HTTP/2 front end of the reference server: trio drives h2's sans-I/O H2Connection over TLS.
+
+One task reads the socket and feeds the engine; each request runs in its own task (in a
+per-connection nursery) with its own cancel scope, cancelled when the peer resets the stream.
+Writes from all tasks go through one FIFO lock, which flushes whatever the engine has queued.
+Flow control is honoured: a writer waits for WINDOW_UPDATE when the window is empty.
+
+Graceful shutdown: when `shutdown` is set, listeners close, every connection sends GOAWAY
+(NO_ERROR, last stream id = highest received), refuses newer streams, lets in-flight requests
+finish within `ServerConfig.grace_s`, then closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
+
+from lab.http.app import Handler, PeerGone, Request, respond_error
+from lab.http.settings import ServerConfig
+from lab.http.tcp import set_tcp_options
+
+log = logging.getLogger(__name__)
+
+RECEIVE_BYTES = 256 * 1024  # per receive_some
+SEND_BATCH_BYTES = 1024 * 1024  # data queued in the engine per flush
+HANDSHAKE_TIMEOUT_S = 10.0
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_HPACK_HARD_LIMIT_FACTOR = 4  # decoder hard limit = factor × app limit (431 below, GOAWAY above)
+
+
+def _text(b: bytes) -> str:
+    return b.decode("latin-1")
+
+
+class _Stream:
+    """Per-stream state of one request on the server."""
+
+    __slots__ = (
+        "body",
+        "headers",
+        "id",
+        "local_ended",
+        "reset",
+        "scope",
+        "started",
+        "too_large",
+        "window_event",
+    )
+
+    def __init__(self, stream_id: int, headers: list[tuple[bytes, bytes]]):
+        self.id = stream_id
+        self.headers = headers
+        self.body = bytearray()
+        self.scope = trio.CancelScope()
+        self.window_event: trio.Event | None = None
+        self.started = False
+        self.local_ended = False
+        self.reset = False  # the peer reset it, or we did
+        self.too_large = False
+
+
+class _Writer:
+    """ResponseWriter of one h2 stream (see lab.http.app.ResponseWriter)."""
+
+    __slots__ = ("_c", "_st", "headers_sent")
+
+    def __init__(self, c: H2ServerConnection, st: _Stream):
+        self._c = c
+        self._st = st
+        self.headers_sent = False
+
+    async def send_headers(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """Queue the response head; it leaves with the first send_data (saves one write)."""
+        st = self._st
+        if st.reset or self._c.dead:
+            raise PeerGone(f"stream {st.id} is gone")
+        block = [(b":status", str(status).encode())]
+        block += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        try:
+            self._c.conn.send_headers(st.id, block)
+        except h2.exceptions.ProtocolError as e:
+            raise PeerGone(str(e)) from None
+        self.headers_sent = True
+
+    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+        """Send `data` in frames as the flow-control windows allow; end_stream closes."""
+        c, st = self._c, self._st
+        conn = c.conn
+        view = memoryview(data)
+        off, total = 0, len(view)
+        while True:
+            if st.reset or c.dead:
+                raise PeerGone(f"stream {st.id} is gone")
+            if off >= total:
+                if end_stream:
+                    try:
+                        conn.end_stream(st.id)
+                    except h2.exceptions.ProtocolError as e:
+                        raise PeerGone(str(e)) from None
+                    st.local_ended = True
+                await c.flush()
+                return
+            try:
+                window = conn.local_flow_control_window(st.id)
+            except h2.exceptions.ProtocolError as e:
+                raise PeerGone(str(e)) from None
+            if window <= 0:
+                await c.flush()  # what is queued may be what the peer waits for
+                st.window_event = trio.Event()
+                await st.window_event.wait()
+                continue
+            budget = min(window, total - off, SEND_BATCH_BYTES)
+            frame = conn.max_outbound_frame_size
+            end = off + budget
+            try:
+                while off < end:
+                    n = min(frame, end - off)
+                    last = end_stream and off + n == total
+                    conn.send_data(st.id, view[off : off + n].tobytes(), end_stream=last)
+                    off += n
+                    if last:
+                        st.local_ended = True
+            except h2.exceptions.ProtocolError as e:
+                raise PeerGone(str(e)) from None
+            if st.local_ended:
+                await c.flush()
+                return
+            await c.flush()
+
+
+class H2ServerConnection:
+    """One accepted HTTP/2 connection (after TLS with ALPN h2)."""
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        config: ServerConfig,
+        handler: Handler,
+        shutdown: trio.Event,
+        peer: str = "?",
+    ):
+        self.transport = transport
+        self.config = config
+        self.handler = handler
+        self.shutdown = shutdown
+        self.peer = peer
+        s = config.h2
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
+        self.conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: s.max_concurrent_streams,
+                SettingCodes.INITIAL_WINDOW_SIZE: s.initial_stream_window_bytes,
+                SettingCodes.MAX_FRAME_SIZE: s.max_frame_size_bytes,
+                SettingCodes.ENABLE_CONNECT_PROTOCOL: 0,
+            },
+        )
+        self.conn.decoder.max_header_list_size = (
+            _HPACK_HARD_LIMIT_FACTOR * config.max_request_header_bytes
+        )
+        self.streams: dict[int, _Stream] = {}
+        self.highest_stream_id = 0
+        self.goaway_last_id: int | None = None  # set once we sent a graceful GOAWAY
+        self.dead = False
+        self._lock = trio.StrictFIFOLock()
+        self._idle = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.requests = 0
+
+    # --- I/O -----------------------------------------------------------------------------
+    async def flush(self, extra: bytes = b"") -> None:
+        """Write whatever the engine has queued (plus `extra` raw frames); PeerGone if dead."""
+        async with self._lock:
+            data = self.conn.data_to_send()
+            if extra:
+                data += extra
+            if not data:
+                return
+            if self.dead:
+                raise PeerGone("connection closed")
+            try:
+                await self.transport.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                self._die()
+                raise PeerGone(f"connection lost: {e}") from None
+
+    def _die(self) -> None:
+        self.dead = True
+        for st in self.streams.values():
+            st.scope.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def run(self) -> None:
+        """Serve the connection until the peer leaves, an error closes it or shutdown drains it."""
+        s = self.config.h2
+        self.conn.initiate_connection()
+        grow = s.connection_window_bytes - self.conn.inbound_flow_control_window
+        if grow > 0:
+            self.conn.increment_flow_control_window(grow)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self.flush()
+                nursery.start_soon(self._drain_on_shutdown)
+                await self._read_loop()
+                self._die()
+        except PeerGone:
+            pass
+        finally:
+            self.dead = True
+            with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(*_GONE):
+                await self.transport.aclose()
+
+    async def _read_loop(self) -> None:
+        while not self.dead:
+            try:
+                data = await self.transport.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError as e:
+                # h2 has queued GOAWAY with the error's code; send it and close.
+                log.info("h2 peer %s: protocol error %s: %s", self.peer, e.error_code, e)
+                await self._flush_quietly()
+                return
+            except Exception:
+                log.exception("h2 peer %s: engine failure", self.peer)
+                with contextlib.suppress(Exception):
+                    self.conn.close_connection(ErrorCodes.INTERNAL_ERROR)
+                await self._flush_quietly()
+                return
+            for ev in events:
+                self._dispatch(ev)
+            await self.flush()
+            if self.goaway_last_id is not None and not self.streams:
+                self._idle.set()
+
+    async def _flush_quietly(self) -> None:
+        try:
+            with trio.move_on_after(1):
+                await self.flush()
+        except PeerGone:
+            pass
+
+    async def _drain_on_shutdown(self) -> None:
+        await self.shutdown.wait()
+        last = self.highest_stream_id
+        self.goaway_last_id = last
+        goaway = GoAwayFrame(0)
+        goaway.last_stream_id = last
+        goaway.error_code = ErrorCodes.NO_ERROR
+        await self.flush(goaway.serialize())
+        if self.streams:
+            await self._idle.wait()
+        self.conn.close_connection(ErrorCodes.NO_ERROR, last_stream_id=last)
+        await self.flush()
+        self._die()
+
+    # --- events --------------------------------------------------------------------------
+    def _dispatch(self, ev: h2.events.Event) -> None:
+        if isinstance(ev, h2.events.RequestReceived):
+            self._on_request(ev.stream_id, ev.headers or [])
+        elif isinstance(ev, h2.events.DataReceived):
+            self._on_data(ev)
+        elif isinstance(ev, h2.events.StreamEnded):
+            st = self.streams.get(ev.stream_id)
+            if st is not None and not st.started:
+                self._start(st)
+        elif isinstance(ev, h2.events.StreamReset):
+            st = self.streams.get(ev.stream_id)
+            if st is not None:
+                st.reset = True
+                st.scope.cancel()
+                if st.window_event is not None:
+                    st.window_event.set()
+        elif isinstance(ev, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            sid = getattr(ev, "stream_id", 0)
+            targets = self.streams.values() if not sid else [self.streams.get(sid)]
+            for st in targets:
+                if st is not None and st.window_event is not None:
+                    st.window_event.set()
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            if ev.error_code != ErrorCodes.NO_ERROR:
+                log.info("h2 peer %s sent GOAWAY %s", self.peer, ev.error_code)
+                self._die()
+            elif self.goaway_last_id is None:
+                self.goaway_last_id = self.highest_stream_id
+                if not self.streams:
+                    self._die()
+
+    def _on_request(self, stream_id: int, headers: list) -> None:
+        if self.goaway_last_id is not None and stream_id > self.goaway_last_id:
+            self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        self.highest_stream_id = max(self.highest_stream_id, stream_id)
+        self.streams[stream_id] = _Stream(stream_id, headers)
+
+    def _on_data(self, ev: h2.events.DataReceived) -> None:
+        sid = ev.stream_id
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # includes StreamClosedError
+            self.conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+        st = self.streams.get(sid)
+        if st is None or st.too_large:
+            return
+        if len(st.body) + len(ev.data or b"") > self.config.max_request_body_bytes:
+            st.too_large = True
+            st.body.clear()
+            self._start(st)
+            return
+        st.body += ev.data or b""
+
+    def _start(self, st: _Stream) -> None:
+        st.started = True
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_stream, st)
+
+    def _request(self, st: _Stream) -> Request:
+        method = path = ""
+        headers: list[tuple[str, str]] = []
+        for n, v in st.headers:
+            name, value = _text(n), _text(v)
+            if name == ":method":
+                method = value
+            elif name == ":path":
+                path = value
+            headers.append((name, value))
+        return Request(method, path, tuple(headers), bytes(st.body), "h2", st.id, False)
+
+    async def _run_stream(self, st: _Stream) -> None:
+        self.requests += 1
+        writer = _Writer(self, st)
+        try:
+            with st.scope:
+                request = self._request(st)
+                if st.too_large:
+                    await respond_error(request, writer, self.config, 413, "request body too large")
+                else:
+                    await self.handler(request, writer)
+                if not st.local_ended and not st.reset:
+                    if not writer.headers_sent:
+                        await respond_error(request, writer, self.config, 500, "no response")
+                    else:
+                        await writer.send_data(b"", end_stream=True)
+        except PeerGone:
+            pass
+        except Exception:
+            log.exception("h2 stream %d of %s failed", st.id, self.peer)
+            if not st.reset and not self.dead:
+                st.reset = True
+                try:
+                    self.conn.reset_stream(st.id, ErrorCodes.INTERNAL_ERROR)
+                    await self.flush()
+                except (h2.exceptions.ProtocolError, PeerGone):
+                    pass
+        finally:
+            if st.too_large and not st.reset and not self.dead:
+                # RFC 9113 §8.1: a complete response may precede the rest of the request body.
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self.conn.reset_stream(st.id, ErrorCodes.NO_ERROR)
+            self.streams.pop(st.id, None)
+            if not self.streams:
+                self._idle.set()
+
+
+async def _http11(stream: trio.abc.Stream, config: ServerConfig) -> None:
+    """ALPN http/1.1 (or none): read the request head, answer 505 and close. Kept minimal."""
+    buf = b""
+    with trio.move_on_after(5):
+        while b"\r\n\r\n" not in buf and len(buf) < config.max_request_header_bytes:
+            data = await stream.receive_some(16384)
+            if not data:
+                return
+            buf += data
+    body = b"this server speaks HTTP/2 (ALPN h2) and HTTP/3\n"
+    head = (
+        "HTTP/1.1 505 HTTP Version Not Supported\r\n"
+        f'alt-svc: h3=":{config.port}"; ma=86400\r\nlab-early-data: 0\r\n'
+        f"content-type: text/plain\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    await stream.send_all(head.encode() + body)
+
+
+async def _serve_one(
+    sock_stream: trio.SocketStream,
+    ssl_context: ssl.SSLContext,
+    config: ServerConfig,
+    handler: Handler,
+    shutdown: trio.Event,
+) -> None:
+    try:
+        peer = "?"
+        try:
+            p = sock_stream.socket.getpeername()
+            peer = f"[{p[0]}]:{p[1]}"
+        except OSError:
+            pass
+        set_tcp_options(sock_stream.socket, config.h2.tcp_congestion)
+        tls = trio.SSLStream(sock_stream, ssl_context, server_side=True)
+        with trio.move_on_after(HANDSHAKE_TIMEOUT_S) as hs:
+            await tls.do_handshake()
+        if hs.cancelled_caught:
+            await trio.aclose_forcefully(tls)
+            return
+        if tls.selected_alpn_protocol() != "h2":
+            try:
+                await _http11(tls, config)
+            finally:
+                await trio.aclose_forcefully(tls)
+            return
+        await H2ServerConnection(tls, config, handler, shutdown, peer).run()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+        log.debug("h2 connection ended: %r", e)
+        await trio.aclose_forcefully(sock_stream)
+    except Exception:
+        log.exception("h2 connection failed")
+        await trio.aclose_forcefully(sock_stream)
+
+
+async def serve_h2(
+    config: ServerConfig,
+    handler: Handler,
+    ssl_context: ssl.SSLContext,
+    listeners: list[socket.socket],
+    *,
+    shutdown: trio.Event,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept TLS connections on the bound `listeners` until `shutdown`, then drain and return.
+
+    After `shutdown`, connections get `config.grace_s` to finish in-flight requests; whatever
+    is still running then is cancelled.
+    """
+    trio_listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in listeners]
+    for s in listeners:
+        set_tcp_options(s, config.h2.tcp_congestion)
+    try:
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                for lst in trio_listeners:
+                    acceptors.start_soon(
+                        _accept_loop, lst, connections, ssl_context, config, handler, shutdown
+                    )
+                task_status.started()
+                await shutdown.wait()
+                acceptors.cancel_scope.cancel()
+            for lst in trio_listeners:
+                await lst.aclose()
+            connections.cancel_scope.deadline = trio.current_time() + config.grace_s
+    finally:
+        for lst in trio_listeners:
+            with trio.CancelScope(shield=True):
+                await lst.aclose()
+
+
+async def _accept_loop(
+    listener: trio.SocketListener,
+    connections: trio.Nursery,
+    ssl_context: ssl.SSLContext,
+    config: ServerConfig,
+    handler: Handler,
+    shutdown: trio.Event,
+) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as e:  # EMFILE and friends: back off instead of spinning
+            log.warning("accept failed: %s", e)
+            await trio.sleep(0.1)
+            continue
+        connections.start_soon(_serve_one, stream, ssl_context, config, handler, shutdown)

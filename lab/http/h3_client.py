@@ -1,0 +1,273 @@
+"""The HTTP/3 client: QUIC (aioquic or qh3) driven on trio, with cold, resumed and 0-RTT modes.
+
+`open_h3(opts)` yields an `H3Connection` implementing `lab.http.client.Connection`. In
+`zero_rtt` mode it yields *before* the handshake completes, so requests issued right away leave
+in 0-RTT packets (`timings.early_data_sent`); the server's `lab-early-data: 1` response header
+(`Response.early_data`) proves they were taken as early data. All timestamps are
+CLOCK_MONOTONIC ns (`time.monotonic_ns()`); a chunk's time is the receive time of the datagram
+that carried it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import trio
+
+from lab.http.client import (
+    ChunkCallback,
+    ConnectionTimings,
+    ConnectOptions,
+    HttpProtocol,
+    Response,
+)
+from lab.http.h3_driver import QuicDriver, StreamClosedError
+from lab.http.quic_engine import load_engine
+from lab.http.tls import keylog_file
+from lab.http.udp import UdpEndpoint
+
+EARLY_DATA_HEADER = "lab-early-data"
+
+
+class H3RequestError(ConnectionError):
+    """The request could not complete: stream reset or connection closed."""
+
+
+@dataclass
+class _PendingResponse:
+    on_chunk: ChunkCallback | None
+    keep_body: bool
+    status: int | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    first_byte_ns: int | None = None
+    end_ns: int | None = None
+    body_bytes: int = 0
+    parts: list[bytes] = field(default_factory=list)
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+    error: str | None = None
+
+
+class H3Connection(QuicDriver):
+    """An open HTTP/3 connection (the `Connection` protocol of lab.http.client)."""
+
+    protocol: HttpProtocol = "h3"
+
+    def __init__(self, opts: ConnectOptions, connect_start_ns: int, keylog: TextIO | None) -> None:
+        engine = load_engine(opts.quic.engine)
+        self.opts = opts
+        self.timings = ConnectionTimings(connect_start_ns=connect_start_ns)
+        self.early_data_accepted: bool | None = None
+        cfg = engine.make_configuration(
+            opts.quic,
+            is_client=True,
+            server_name=opts.server_name,
+            secrets_log_file=keylog,
+            qlog_dir=opts.quic.qlog_dir,
+        )
+        engine.set_verification(cfg, opts.ca_file)
+        self.ticket_allows_early_data = False
+        if opts.mode != "cold":
+            ticket = opts.tickets.get("h3", opts.host, opts.port) if opts.tickets else None
+            if ticket is None:
+                raise ValueError(f"mode {opts.mode!r} needs a stored h3 session ticket")
+            if opts.mode == "resumed":
+                ticket = engine.without_early_data(ticket)
+            cfg.session_ticket = ticket
+            self.ticket_allows_early_data = engine.allows_early_data(ticket)
+        self.peer = _resolve(opts.host, opts.port)
+        endpoint = UdpEndpoint.for_peer(self.peer[0])
+        quic = engine.connection_class(configuration=cfg, session_ticket_handler=self._store_ticket)
+        super().__init__(engine, quic, endpoint)
+        self.handshake_done = trio.Event()
+        self._responses: dict[int, _PendingResponse] = {}
+        self._authority = (
+            opts.server_name if opts.port == 443 else f"{opts.server_name}:{opts.port}"
+        )
+
+    def _store_ticket(self, ticket: Any) -> None:
+        if self.opts.tickets is not None:
+            self.opts.tickets.put("h3", self.opts.host, self.opts.port, ticket)
+
+    # --- engine events ---------------------------------------------------------------------
+
+    def on_quic_event(self, event: Any) -> None:
+        if isinstance(event, self.engine.events.HandshakeCompleted):
+            self.timings.handshake_done_ns = time.monotonic_ns()
+            self.timings.resumed = bool(event.session_resumed)
+            self.early_data_accepted = bool(event.early_data_accepted)
+            self.handshake_done.set()
+
+    def on_h3_event(self, event: Any, rx_ns: int) -> None:
+        h3e = self.engine.h3_events
+        pending = self._responses.get(getattr(event, "stream_id", -1))
+        if pending is None:
+            return
+        if isinstance(event, h3e.HeadersReceived):
+            if pending.status is None:
+                for name, value in event.headers:
+                    if name == b":status":
+                        pending.status = int(value)
+                    elif not name.startswith(b":"):
+                        pending.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        elif isinstance(event, h3e.DataReceived) and event.data:
+            if pending.first_byte_ns is None:
+                pending.first_byte_ns = rx_ns
+            pending.body_bytes += len(event.data)
+            pending.chunks.append((rx_ns, len(event.data)))
+            if pending.keep_body:
+                pending.parts.append(event.data)
+            if pending.on_chunk is not None:
+                pending.on_chunk(event.data, rx_ns)
+        if getattr(event, "stream_ended", False):
+            pending.end_ns = rx_ns
+            pending.done.set()
+
+    def on_terminated(self) -> None:
+        super().on_terminated()
+        reason = getattr(self.close_reason, "reason_phrase", "") or "connection closed"
+        for pending in self._responses.values():
+            if not pending.done.is_set():
+                pending.error = reason
+                pending.done.set()
+        self.handshake_done.set()
+
+    # --- I/O tasks -------------------------------------------------------------------------
+
+    async def receive_loop(self) -> None:
+        """Read datagrams from the server until the connection ends."""
+        while not self.terminated:
+            try:
+                batch = await self.endpoint.receive_batch()
+            except (OSError, trio.ClosedResourceError):
+                return
+            for data, _addr, rx_ns in batch:
+                self.receive(data, self.peer, rx_ns)
+            await self.transmit()
+            self._check_resets()
+
+    def _check_resets(self) -> None:
+        for stream_id in list(self.reset_streams):
+            pending = self._responses.get(stream_id)
+            if pending is not None and not pending.done.is_set():
+                pending.error = f"stream {stream_id} reset by the server"
+                pending.done.set()
+
+    async def start(self) -> None:
+        """Send the first flight (ClientHello, plus 0-RTT keys when the ticket allows)."""
+        self.quic.connect(self.peer, now=time.monotonic())
+        if self.opts.mode == "zero_rtt":
+            self.ensure_h3()  # SETTINGS and requests go out in 0-RTT packets
+        await self.transmit()
+
+    # --- the Connection protocol -----------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        keep_body: bool = True,
+        on_chunk: ChunkCallback | None = None,
+    ) -> Response:
+        """Send one request and wait for the whole response (CLOCK_MONOTONIC ns timings)."""
+        if self.terminated:
+            raise H3RequestError("connection closed")
+        self.ensure_h3()
+        early = not self.handshake_done.is_set() and self.ticket_allows_early_data
+        stream_id = self.quic.get_next_available_stream_id()
+        pending = _PendingResponse(on_chunk=on_chunk, keep_body=keep_body)
+        self._responses[stream_id] = pending
+        head = [
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", self._authority.encode()),
+            (b":path", path.encode()),
+        ]
+        head += [(k.lower().encode(), v.encode()) for k, v in headers or []]
+        if body:
+            head.append((b"content-length", str(len(body)).encode()))
+        try:
+            self.h3.send_headers(stream_id, head, end_stream=not body)
+            if body:
+                await self.write_body(stream_id, body, end_stream=True)
+            else:
+                await self.transmit()
+            request_sent_ns = time.monotonic_ns()
+            if early:
+                self.timings.early_data_sent = True
+            await pending.done.wait()
+        except StreamClosedError as exc:
+            raise H3RequestError(str(exc)) from exc
+        finally:
+            self._responses.pop(stream_id, None)
+        if pending.error is not None or pending.status is None:
+            raise H3RequestError(pending.error or f"stream {stream_id} ended without a response")
+        return Response(
+            stream_id=stream_id,
+            status=pending.status,
+            headers=pending.headers,
+            request_sent_ns=request_sent_ns,
+            first_byte_ns=pending.first_byte_ns,
+            end_ns=pending.end_ns or time.monotonic_ns(),
+            body_bytes=pending.body_bytes,
+            body=b"".join(pending.parts) if keep_body else None,
+            chunks=pending.chunks,
+            early_data=dict(pending.headers).get(EARLY_DATA_HEADER) == "1",
+        )
+
+    async def aclose(self) -> None:
+        """Close with CONNECTION_CLOSE (H3_NO_ERROR) and stop the I/O tasks."""
+        if not self.terminated:
+            with contextlib.suppress(Exception):
+                self.quic.close(error_code=0x100, reason_phrase="")
+            await self.transmit()
+        self.terminated = True
+        self.on_terminated()
+
+
+def _resolve(host: str, port: int) -> tuple[str, int]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _type, _proto, _name, sockaddr = infos[0]
+    return (sockaddr[0], sockaddr[1]) if family == socket.AF_INET6 else sockaddr[:2]
+
+
+@contextlib.asynccontextmanager
+async def open_h3(opts: ConnectOptions) -> AsyncIterator[H3Connection]:
+    """Open an HTTP/3 connection; yields after the handshake (cold, resumed) or right after
+    the first flight (zero_rtt). Closes on exit. Raises TimeoutError past connect_timeout_s."""
+    connect_start_ns = time.monotonic_ns()
+    keylog = keylog_file()
+    conn: H3Connection | None = None
+    try:
+        conn = H3Connection(opts, connect_start_ns, keylog)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.receive_loop)
+            nursery.start_soon(conn.timer_loop)
+            await conn.start()
+            if opts.mode != "zero_rtt":
+                with trio.move_on_after(opts.connect_timeout_s) as scope:
+                    await conn.handshake_done.wait()
+                if scope.cancelled_caught or conn.timings.handshake_done_ns is None:
+                    raise TimeoutError(
+                        f"h3 handshake with {opts.host}:{opts.port} did not complete: "
+                        f"{getattr(conn.close_reason, 'reason_phrase', 'timeout')}"
+                    )
+            try:
+                yield conn
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await conn.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        if conn is not None:
+            conn.endpoint.close()
+        if keylog is not None:
+            keylog.close()

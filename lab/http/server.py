@@ -1,0 +1,146 @@
+"""The reference server process: HTTP/2 on TCP and HTTP/3 on UDP, same port, one trio loop.
+
+`serve()` binds TCP first (so port 0 picks one free port for both), then starts the h2 listener
+and, when available, the QUIC listener of lab.http.h3_server on that same port. Both drain on
+the `shutdown` event. `run_server()` is the blocking entry point of `lab serve`: SIGTERM and
+SIGINT set `shutdown`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from lab.http.app import handle
+from lab.http.h2_server import serve_h2
+from lab.http.settings import ServerConfig
+from lab.http.tcp import bind_tcp
+from lab.http.tls import ensure_certs, server_ssl_context
+
+log = logging.getLogger(__name__)
+
+try:  # the QUIC half lives in its own module; h2 keeps working without it
+    from lab.http.h3_server import serve_h3
+except ImportError as _e:  # pragma: no cover - only while the h3 side is missing
+    serve_h3 = None
+    _H3_IMPORT_ERROR: str | None = repr(_e)
+else:
+    _H3_IMPORT_ERROR = None
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a started server reports: its effective config and where it listens."""
+
+    config: ServerConfig  # port resolved, certificate paths filled in
+    tcp_addresses: list[str]  # "[host]:port" of every TCP listener
+    h3: bool  # the UDP/QUIC listener runs
+    ca_file: Path | None  # the CA that signed the leaf (None when the caller gave a cert)
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_config(
+    config: ServerConfig, cert_dir: Path | None = None
+) -> tuple[ServerConfig, Path | None]:
+    """Fill in certificate paths (issuing the lab's CA and leaf when none are given)."""
+    if config.cert_file is not None and config.key_file is not None:
+        return config, None
+    paths = ensure_certs(cert_dir)
+    return dataclasses.replace(config, cert_file=paths.cert, key_file=paths.key), paths.ca_cert
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    shutdown: trio.Event | None = None,
+    cert_dir: Path | None = None,
+    h3: bool = True,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run h2 (TCP) and h3 (UDP) on one port until `shutdown` is set, then drain and return.
+
+    `task_status.started()` receives a ServerInfo once both listeners are bound.
+    """
+    shutdown = shutdown if shutdown is not None else trio.Event()
+    config, ca_file = prepare_config(config, cert_dir)
+    socks = bind_tcp(config.host, config.port)
+    port = socks[0].getsockname()[1]
+    config = dataclasses.replace(config, port=port)
+    addresses = [_fmt(s.getsockname()) for s in socks]
+    assert config.cert_file is not None and config.key_file is not None
+    ssl_context = server_ssl_context(config.cert_file, config.key_file)
+    handler = functools.partial(handle, config=config)
+    notes: list[str] = []
+    run_h3 = h3 and serve_h3 is not None
+    if h3 and serve_h3 is None:
+        notes.append(f"HTTP/3 unavailable: {_H3_IMPORT_ERROR}")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                functools.partial(serve_h2, config, handler, ssl_context, socks, shutdown=shutdown)
+            )
+            if run_h3:
+                assert serve_h3 is not None
+                await nursery.start(functools.partial(serve_h3, config, handler, shutdown=shutdown))
+            task_status.started(ServerInfo(config, addresses, run_h3, ca_file, notes))
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _fmt(addr: tuple) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+
+def run_server(
+    config: ServerConfig,
+    *,
+    cert_dir: Path | None = None,
+    on_ready: Callable[[ServerInfo], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (blocking; for `lab serve`).
+
+    The first signal starts the graceful shutdown (GOAWAY, in-flight requests get
+    `config.grace_s`); a second one stops at once.
+    """
+
+    async def main() -> None:
+        shutdown = trio.Event()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_signals, signals, shutdown, nursery.cancel_scope)
+                info = await nursery.start(_serve_then_cancel, config, shutdown, cert_dir, nursery)
+                if on_ready is not None:
+                    on_ready(info)
+
+    trio.run(main)
+
+
+async def _serve_then_cancel(
+    config: ServerConfig,
+    shutdown: trio.Event,
+    cert_dir: Path | None,
+    nursery: trio.Nursery,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    try:
+        await serve(config, shutdown=shutdown, cert_dir=cert_dir, task_status=task_status)
+    finally:
+        nursery.cancel_scope.cancel()  # stops the signal watcher once the server has drained
+
+
+async def _watch_signals(signals, shutdown: trio.Event, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        if shutdown.is_set():
+            log.warning("second signal: stopping now")
+            scope.cancel()
+            return
+        log.info("%s: graceful shutdown", signal.Signals(signum).name)
+        shutdown.set()

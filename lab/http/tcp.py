@@ -1,0 +1,74 @@
+"""TCP socket plumbing shared by the HTTP/2 server and client: listeners and per-socket options."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import trio
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def set_tcp_options(sock: socket.socket | trio.socket.SocketType, congestion: str) -> str | None:
+    """TCP_NODELAY on, TCP_CONGESTION = `congestion` if the kernel allows it.
+
+    Returns the congestion control actually in use (None when it cannot be read). A refused
+    algorithm is logged once and the socket keeps the system default.
+    """
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if congestion:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
+        except OSError as e:
+            if congestion not in _warned:
+                _warned.add(congestion)
+                log.warning("TCP_CONGESTION=%s refused (%s); using the default", congestion, e)
+    return congestion_of(sock)
+
+
+def congestion_of(sock: socket.socket | trio.socket.SocketType) -> str | None:
+    """The TCP congestion control algorithm of `sock`, or None when it cannot be read."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+    except OSError:
+        return None
+    return raw.split(b"\0", 1)[0].decode()
+
+
+def bind_tcp(host: str, port: int, backlog: int = 1024) -> list[socket.socket]:
+    """Listening sockets for `host`: "::" or "" is one dual-stack socket (IPv6 + mapped IPv4).
+
+    Port 0 picks a free port; every returned socket then shares the first one's port.
+    """
+    if host in ("", "::", "*"):
+        infos = [(socket.AF_INET6, ("::", port, 0, 0))]
+        dual = True
+    else:
+        dual = False
+        seen = []
+        for fam, _t, _p, _c, addr in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            if (fam, addr) not in seen:
+                seen.append((fam, addr))
+        infos = seen
+    socks: list[socket.socket] = []
+    try:
+        for fam, addr in infos:
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
+            if port == 0 and len(socks) > 1:
+                addr = (addr[0], socks[0].getsockname()[1], *addr[2:])
+            s.bind(addr)
+            s.listen(backlog)
+            s.setblocking(False)
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks

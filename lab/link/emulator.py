@@ -1,0 +1,509 @@
+"""The userspace link emulator: a process in the router namespace that impairs both directions.
+
+The topology (lab/net/topology.py) routes every packet the router forwards into a persistent TUN
+device per direction (`<p>-tu` for uplink = client→server, `<p>-td` for downlink). This process
+attaches to both, passes each packet through that direction's seeded `DirectionModel`
+(lab/link/model.py), and writes it back to the same TUN device at its release time; the kernel then
+forwards it on. When this process is not running the TUN devices have no reader and the kernel
+drops what is routed to them: traffic never bypasses the emulator.
+
+Hot path: a plain `select` loop (µs timeouts), one clock read per packet, a heap of
+(release_ns, seq, direction, packet); it wakes `early_wake_us` before the next release and spins
+to it (sleeping alone gives ms-scale errors on a busy box). It asks for SCHED_FIFO and records
+whether it got it.
+
+Command line (started by the runner as `ip netns exec <router-ns> python -m lab.link.emulator`):
+
+    python -m lab.link.emulator --config '{"link": {...}, "seed": 42, "tun_uplink": "...",
+                                           "tun_downlink": "...", "out_dir": "..."}'
+
+It prints `ready` on stdout once attached, stops on SIGTERM/SIGINT, and then writes to `out_dir`:
+`emulator.json` (per-direction counters, lateness stats, TUN TX-dropped, CPU, realtime) and
+`drops.csv` (time_ns, direction, ip_proto, length, reason; time is CLOCK_MONOTONIC ns).
+
+From Python use `EmulatorProcess(topology, link, seed, out_dir)`: `start()` / `stop() -> EmulatorReport`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import ctypes
+import gc
+import heapq
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from lab.link import tun
+from lab.link.model import DIRECTIONS, Deliver, DirectionModel, build_models
+from lab.scenario import LinkSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from lab.net.topology import Topology
+
+STATS_FILE = "emulator.json"
+DROP_LOG_FILE = "drops.csv"
+STDERR_FILE = "emulator.stderr"
+REPORT_VERSION = 1
+READ_BATCH = 64  # packets read from one TUN before looking at the heap again
+RT_PRIORITY = 10
+PR_SET_TIMERSLACK = 29
+
+
+class EmulatorConfig(BaseModel):
+    """What the emulator process needs; passed as JSON on its command line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    link: LinkSpec
+    seed: int
+    tun_uplink: str
+    tun_downlink: str
+    out_dir: str
+    realtime: bool = True  # ask for SCHED_FIFO
+    early_wake_us: float = 100.0  # wake this long before a release, then spin
+
+
+# ============================================================================================
+# the process
+# ============================================================================================
+class _Direction:
+    """State and counters of one direction inside the emulator process."""
+
+    __slots__ = (
+        "bytes_dropped",
+        "bytes_in",
+        "bytes_out",
+        "dropped_by_reason",
+        "fd",
+        "lateness",
+        "model",
+        "name",
+        "packets_dropped",
+        "packets_in",
+        "packets_out",
+        "tun",
+        "tx_dropped_start",
+        "write_errors",
+    )
+
+    def __init__(self, name: str, tun_name: str, fd: int, model: DirectionModel) -> None:
+        self.name = name
+        self.tun = tun_name
+        self.fd = fd
+        self.model = model
+        self.packets_in = self.bytes_in = 0
+        self.packets_out = self.bytes_out = 0
+        self.packets_dropped = self.bytes_dropped = 0
+        self.dropped_by_reason: dict[str, int] = {}
+        self.write_errors = 0
+        self.lateness = array("q")  # ns: write start − release time, one per packet out
+        self.tx_dropped_start = tun.tx_dropped(tun_name)
+
+
+def ip_proto(packet: bytes) -> int:
+    """IP protocol number (IPv4 protocol / IPv6 next header; 6 TCP, 17 UDP), -1 if unknown."""
+    if not packet:
+        return -1
+    version = packet[0] >> 4
+    if version == 4 and len(packet) > 9:
+        return packet[9]
+    if version == 6 and len(packet) > 6:
+        return packet[6]
+    return -1
+
+
+def _try_realtime() -> tuple[bool, str]:
+    """Ask for SCHED_FIFO and 1 ns timer slack; (granted, reason if not)."""
+    with contextlib.suppress(OSError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(1), 0, 0, 0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+    except OSError as e:
+        return False, str(e)
+    return True, ""
+
+
+def _percentiles(values: array) -> dict[str, float | int]:
+    if not values:
+        return {"count": 0, "p50": None, "p99": None, "max": None}
+    s = sorted(values)
+    n = len(s)
+    return {
+        "count": n,
+        "p50": s[min(n - 1, int(0.50 * n))],
+        "p99": s[min(n - 1, int(0.99 * n))],
+        "max": s[-1],
+    }
+
+
+def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
+    """Attach to the TUN devices, emulate until SIGTERM/SIGINT, write the outputs; returns the
+    stats dict that was written to emulator.json."""
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (cfg.tun_uplink, cfg.tun_downlink):
+        try:
+            socket.if_nametoindex(name)  # attach() would silently create a fresh device
+        except OSError:
+            raise SystemExit(
+                f"emulator: TUN device {name} does not exist in this namespace "
+                "(was the topology built with tun_steering=True?)"
+            ) from None
+    models = build_models(cfg.link, cfg.seed)
+    dirs = {
+        "uplink": _Direction(
+            "uplink", cfg.tun_uplink, tun.attach(cfg.tun_uplink), models["uplink"]
+        ),
+        "downlink": _Direction(
+            "downlink", cfg.tun_downlink, tun.attach(cfg.tun_downlink), models["downlink"]
+        ),
+    }
+    rt_granted, rt_error = _try_realtime() if cfg.realtime else (False, "not requested")
+
+    stop = False
+
+    def _on_signal(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    drops: list[tuple[int, str, int, int, str]] = []
+    heap: list[tuple[int, int, _Direction, bytes]] = []
+    by_fd = {d.fd: d for d in dirs.values()}
+    rfds = [wake_r, *by_fd]
+    early_ns = int(cfg.early_wake_us * 1000)
+    mono = time.monotonic_ns
+    heappush, heappop = heapq.heappush, heapq.heappop
+    write, read = os.write, os.read
+    seq = 0
+    started_ns = mono()
+
+    if ready_out is not None:
+        print("ready", file=ready_out, flush=True)
+    gc.disable()  # no collector pauses in the hot loop; packets make no reference cycles
+    try:
+        while not stop:
+            now = mono()
+            while heap and heap[0][0] <= now:
+                release, _, d, pkt = heappop(heap)
+                now = mono()
+                try:
+                    write(d.fd, pkt)
+                except OSError:
+                    d.write_errors += 1
+                    continue
+                d.lateness.append(now - release)
+                d.packets_out += 1
+                d.bytes_out += len(pkt)
+            if heap:
+                wait = heap[0][0] - now
+                timeout = (wait - early_ns) / 1e9 if wait > early_ns else 0.0
+            else:
+                timeout = 0.5
+            readable, _, _ = select.select(rfds, [], [], timeout)
+            for fd in readable:
+                if fd == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        read(wake_r, 512)
+                    continue
+                d = by_fd[fd]
+                model = d.model
+                for _ in range(READ_BATCH):
+                    try:
+                        pkt = read(fd, 65536)
+                    except BlockingIOError:
+                        break
+                    t = mono()
+                    size = len(pkt)
+                    d.packets_in += 1
+                    d.bytes_in += size
+                    decision = model.offer(size, t)
+                    if type(decision) is Deliver:
+                        for rel in decision.release_ns:
+                            seq += 1
+                            heappush(heap, (rel, seq, d, pkt))
+                    else:
+                        d.packets_dropped += 1
+                        d.bytes_dropped += size
+                        reason = decision.reason
+                        d.dropped_by_reason[reason] = d.dropped_by_reason.get(reason, 0) + 1
+                        drops.append((t, d.name, ip_proto(pkt), size, reason))
+    finally:
+        gc.enable()
+        stopped_ns = mono()
+        pending = {name: 0 for name in dirs}
+        for _, _, d, _ in heap:
+            pending[d.name] += 1
+        for d in dirs.values():
+            os.close(d.fd)
+        signal.set_wakeup_fd(-1)
+        os.close(wake_r)
+        os.close(wake_w)
+
+    with open(out_dir / DROP_LOG_FILE, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["time_ns", "direction", "ip_proto", "length", "reason"])
+        w.writerows(drops)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    stats: dict[str, Any] = {
+        "version": REPORT_VERSION,
+        "seed": cfg.seed,
+        "link": cfg.link.model_dump(mode="json"),
+        "realtime": {"requested": cfg.realtime, "granted": rt_granted, "error": rt_error},
+        "early_wake_us": cfg.early_wake_us,
+        "started_ns": started_ns,
+        "stopped_ns": stopped_ns,
+        "cpu_user_s": usage.ru_utime,
+        "cpu_sys_s": usage.ru_stime,
+        "drop_log": DROP_LOG_FILE,
+        "directions": {},
+    }
+    for name, d in dirs.items():
+        end = tun.tx_dropped(d.tun)
+        tx_dropped = None if end is None or d.tx_dropped_start is None else end - d.tx_dropped_start
+        stats["directions"][name] = {
+            "tun": d.tun,
+            "packets_in": d.packets_in,
+            "bytes_in": d.bytes_in,
+            "packets_out": d.packets_out,
+            "bytes_out": d.bytes_out,
+            "packets_dropped": d.packets_dropped,
+            "bytes_dropped": d.bytes_dropped,
+            "dropped_by_reason": d.dropped_by_reason,
+            "write_errors": d.write_errors,
+            "pending_at_stop": pending[name],
+            "tun_tx_dropped": tx_dropped,
+            "lateness_ns": _percentiles(d.lateness),
+        }
+    tmp = out_dir / (STATS_FILE + ".tmp")
+    tmp.write_text(json.dumps(stats, indent=2))
+    tmp.replace(out_dir / STATS_FILE)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m lab.link.emulator`."""
+    p = argparse.ArgumentParser(prog="python -m lab.link.emulator", description=__doc__)
+    p.add_argument("--config", required=True, help="EmulatorConfig as JSON")
+    args = p.parse_args(argv)
+    cfg = EmulatorConfig.model_validate_json(args.config)
+    run(cfg, ready_out=sys.stdout)
+    return 0
+
+
+# ============================================================================================
+# the runner's handle on it
+# ============================================================================================
+class EmulatorError(RuntimeError):
+    """The emulator process failed to start or to stop cleanly (message carries its stderr)."""
+
+
+@dataclass(frozen=True)
+class DirectionReport:
+    """Counters of one direction (packets/bytes in, out, dropped; lateness in ns)."""
+
+    packets_in: int
+    bytes_in: int
+    packets_out: int
+    bytes_out: int
+    packets_dropped: int
+    bytes_dropped: int
+    dropped_by_reason: dict[str, int]
+    write_errors: int
+    pending_at_stop: int
+    tun_tx_dropped: int | None  # packets the kernel dropped because the emulator lagged
+    lateness_ns: dict[str, float | int | None]  # count, p50, p99, max of write − release
+
+
+@dataclass(frozen=True)
+class EmulatorReport:
+    """What the emulator did: per-direction counters, the drop log path, realtime and CPU."""
+
+    directions: dict[str, DirectionReport]
+    drop_log: Path
+    stats_path: Path
+    realtime_granted: bool
+    cpu_user_s: float
+    cpu_sys_s: float
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def load(cls, out_dir: Path) -> EmulatorReport:
+        """Read emulator.json from `out_dir`."""
+        path = Path(out_dir) / STATS_FILE
+        raw = json.loads(path.read_text())
+        dirs = {
+            name: DirectionReport(
+                **{k: v for k, v in d.items() if k in DirectionReport.__dataclass_fields__}
+            )
+            for name, d in raw["directions"].items()
+        }
+        return cls(
+            directions=dirs,
+            drop_log=path.parent / raw["drop_log"],
+            stats_path=path,
+            realtime_granted=raw["realtime"]["granted"],
+            cpu_user_s=raw["cpu_user_s"],
+            cpu_sys_s=raw["cpu_sys_s"],
+            raw=raw,
+        )
+
+    def drops(self) -> pd.DataFrame:
+        """The drop log as a DataFrame (time_ns, direction, ip_proto, length, reason)."""
+        import pandas as pd
+
+        return pd.read_csv(self.drop_log)
+
+    def problems(self, max_lateness_p99_ns: int = 1_000_000) -> list[str]:
+        """Reasons to flag the cell: TUN overflow drops, write errors, late releases."""
+        out = []
+        for name, d in self.directions.items():
+            if d.tun_tx_dropped:
+                out.append(f"{name}: TUN dropped {d.tun_tx_dropped} packets (emulator overloaded)")
+            if d.write_errors:
+                out.append(f"{name}: {d.write_errors} TUN write errors")
+            p99 = d.lateness_ns.get("p99")
+            if p99 is not None and p99 > max_lateness_p99_ns:
+                out.append(f"{name}: release lateness p99 {p99 / 1e6:.2f} ms")
+        return out
+
+
+class EmulatorProcess:
+    """Start/stop the emulator for one topology (runs in its router namespace).
+
+    ```python
+    emu = EmulatorProcess(topo, link, seed=42, out_dir=cell_dir)
+    emu.start()            # returns once the emulator is attached; EmulatorError if it died
+    ...                    # traffic
+    report = emu.stop()    # SIGTERM, wait, read emulator.json → EmulatorReport
+    ```
+    Also a context manager (stop on exit). A teardown callback kills it if the caller dies.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        link: LinkSpec,
+        seed: int,
+        out_dir: str | Path,
+        *,
+        realtime: bool = True,
+        early_wake_us: float = 100.0,
+    ) -> None:
+        self.topology = topology
+        self.out_dir = Path(out_dir)
+        self.config = EmulatorConfig(
+            link=link,
+            seed=seed,
+            tun_uplink=topology.names.tun_uplink,
+            tun_downlink=topology.names.tun_downlink,
+            out_dir=str(self.out_dir.resolve()),
+            realtime=realtime,
+            early_wake_us=early_wake_us,
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._handle: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def argv(self) -> list[str]:
+        """The command line that runs the emulator inside the router namespace."""
+        return self.topology.run_in(
+            self.topology.router_ns,
+            [sys.executable, "-m", "lab.link.emulator", "--config", self.config.model_dump_json()],
+        )
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start it and wait for its `ready` line; raise EmulatorError (with stderr) otherwise."""
+        from lab.net.teardown import registry
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / STDERR_FILE, "wb") as stderr:
+            self.proc = subprocess.Popen(
+                self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
+            )
+        self._handle = registry.push(f"emulator {self.proc.pid}", self._kill)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        line = self.proc.stdout.readline() if ready else b""
+        if line.strip() != b"ready":
+            self._kill()
+            raise EmulatorError(f"emulator did not become ready: {self._stderr_text()}")
+
+    def stop(self, timeout_s: float = 10.0) -> EmulatorReport:
+        """SIGTERM it, wait for it to write its outputs, and return the report."""
+        if self.proc is None:
+            raise EmulatorError("emulator was not started")
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            raise EmulatorError(
+                f"emulator ignored SIGTERM for {timeout_s} s: {self._stderr_text()}"
+            ) from None
+        finally:
+            self._forget()
+        if rc != 0:
+            raise EmulatorError(f"emulator exited with {rc}: {self._stderr_text()}")
+        return EmulatorReport.load(self.out_dir)
+
+    def __enter__(self) -> EmulatorProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+        self._forget()
+
+    def _stderr_text(self) -> str:
+        try:
+            text = (self.out_dir / STDERR_FILE).read_text(errors="replace").strip()
+        except FileNotFoundError:
+            text = ""
+        return text[-4000:] or "(no stderr)"
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._forget()
+
+    def _forget(self) -> None:
+        from lab.net.teardown import registry
+
+        if self._handle is not None:
+            registry.discard(self._handle)
+            self._handle = None
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""`lab clean`: remove what killed runs left behind, found by the `lab<6 hex>-` name pattern.
+
+A run is *left over* when no live process holds its run lock (see lab.net.teardown): its
+processes (found through their network namespace), namespaces and root-namespace links are
+removed. Live runs are skipped unless `force=True`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute
+
+from lab.net import nsenter
+from lab.net.names import Names, prefix_of
+from lab.net.teardown import LOCK_DIR, is_live, lock_path
+from lab.net.topology import remove_run
+
+
+@dataclass
+class CleanReport:
+    """What `clean` removed and which live runs it left alone."""
+
+    removed: list[str] = field(default_factory=list)
+    skipped_live: list[str] = field(default_factory=list)
+
+
+def find_prefixes() -> set[str]:
+    """Run prefixes that have a namespace, a root-namespace link or a lock file."""
+    found = {prefix_of(ns) for ns in nsenter.list_namespaces()}
+    with IPRoute() as ipr:
+        found |= {prefix_of(link.get("ifname") or "") for link in ipr.get_links()}
+    if LOCK_DIR.is_dir():
+        found |= {prefix_of(p.stem + "-x") for p in LOCK_DIR.glob("lab*.lock")}
+    found.discard(None)
+    return found  # type: ignore[return-value]
+
+
+def clean(prefix: str | None = None, *, force: bool = False) -> CleanReport:
+    """Remove leftovers of every dead run (or only of `prefix`); `force` also removes live ones."""
+    report = CleanReport()
+    prefixes = find_prefixes()
+    if prefix is not None:
+        prefixes &= {prefix}
+    for p in sorted(prefixes):
+        if not force and is_live(p):
+            report.skipped_live.append(p)
+            continue
+        report.removed += remove_run(Names(p))
+        with contextlib.suppress(FileNotFoundError):
+            lock_path(p).unlink()
+            report.removed.append(f"lock {p}")
+    return report

@@ -1,0 +1,210 @@
+"""Real-namespace tests of lab.net: build, invariants, teardown on every way out, lab clean."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from pyroute2 import IPRoute
+
+from lab.net import nsenter
+from lab.net.clean import clean
+from lab.net.names import IFNAMSIZ, Names, new_prefix, prefix_of
+from lab.net.teardown import TeardownRegistry, is_live
+from lab.net.topology import Topology, TopologyError
+
+pytestmark = pytest.mark.netns
+
+
+def _root_links(prefix: str) -> list[str]:
+    with IPRoute() as ipr:
+        return [
+            lk.get("ifname") for lk in ipr.get_links() if lk.get("ifname", "").startswith(prefix)
+        ]
+
+
+def _leftovers(prefix: str) -> list[str]:
+    return [ns for ns in nsenter.list_namespaces() if ns.startswith(prefix)] + _root_links(prefix)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# --- pure parts ---------------------------------------------------------------------------
+def test_names_are_prefixed_and_short() -> None:
+    names = Names(new_prefix())
+    for name in (*names.namespaces, *names.interfaces):
+        assert prefix_of(name) == names.prefix
+        assert len(name) <= IFNAMSIZ or name in names.namespaces
+    assert all(len(i) <= IFNAMSIZ for i in names.interfaces)
+    assert prefix_of("eth0") is None and prefix_of("labxyz-cli") is None
+    with pytest.raises(ValueError):
+        Names("lab12")
+
+
+def test_teardown_registry_runs_lifo_once_and_survives_errors() -> None:
+    reg = TeardownRegistry()
+    calls: list[str] = []
+    reg.push("a", lambda: calls.append("a"))
+    reg.push("boom", lambda: 1 / 0)
+    h = reg.push("c", lambda: calls.append("c"))
+    reg.push("d", lambda: calls.append("d"))
+    reg.discard(h)
+    reg.run_all()
+    reg.run_all()
+    assert calls == ["d", "a"]
+    assert len(reg) == 0
+
+
+# --- real namespaces ----------------------------------------------------------------------
+def test_up_builds_three_namespaces_with_offloads_off(topology: Topology) -> None:
+    t = topology
+    assert set(t.names.namespaces) <= set(nsenter.list_namespaces())
+    assert nsenter.read_sysctl(t.router_ns, "net/ipv4/ip_forward") == "1"
+    assert nsenter.read_sysctl(t.router_ns, "net/ipv6/conf/all/forwarding") == "1"
+    assert nsenter.read_sysctl(t.client_ns, "net/ipv4/ip_forward") == "0"
+    assert nsenter.read_sysctl(t.server_ns, "net/ipv6/conf/all/forwarding") == "0"
+    out = subprocess.run(
+        t.run_in(t.client_ns, ["ethtool", "-k", t.names.client_if]),
+        capture_output=True, text=True, check=True,
+    ).stdout
+    for feature in ("tcp-segmentation-offload", "generic-segmentation-offload",
+                    "generic-receive-offload", "tx-checksumming", "rx-checksumming"):
+        assert f"{feature}: off" in out, feature
+    mtu = subprocess.run(
+        t.run_in(t.server_ns, ["cat", f"/sys/class/net/{t.names.server_if}/mtu"]),
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert mtu.strip() == "1500"
+
+
+def test_routes_go_through_the_router_only(topology: Topology) -> None:
+    t = topology
+    t.assert_no_bypass()
+    for argv, via in (
+        (["ip", "route", "get", t.server_v4], t.router_client_v4),
+        (["ip", "-6", "route", "get", t.server_v6], t.router_client_v6),
+    ):
+        out = subprocess.run(t.run_in(t.client_ns, argv), capture_output=True, text=True).stdout
+        assert f"via {via} dev {t.names.client_if}" in out
+    # an address in the far subnet would be a bypass: the check must catch it
+    subprocess.run(
+        t.run_in(t.client_ns, ["ip", "addr", "add", "198.51.100.7/24", "dev", t.names.client_if]),
+        check=True,
+    )
+    with pytest.raises(TopologyError):
+        t.assert_no_bypass()
+
+
+def test_router_forwards_without_steering(plain_topology: Topology) -> None:
+    t = plain_topology
+    for family, dst in ((socket.AF_INET, t.server_v4), (socket.AF_INET6, t.server_v6)):
+        srv = t.socket(t.server_ns, family, socket.SOCK_DGRAM)
+        cli = t.socket(t.client_ns, family, socket.SOCK_DGRAM)
+        with srv, cli:
+            srv.bind((dst, 9100))
+            srv.settimeout(2)
+            cli.sendto(b"hi", (dst, 9100))
+            data, (src, *_) = srv.recvfrom(100)
+            assert data == b"hi"
+            assert src == (t.client_v4 if family == socket.AF_INET else t.client_v6)
+
+
+def test_down_leaves_nothing_and_kills_processes() -> None:
+    topo = Topology().up()
+    try:
+        sleeper = subprocess.Popen(topo.run_in(topo.server_ns, ["sleep", "60"]))
+        assert _leftovers(topo.prefix)
+        assert sleeper.pid in nsenter.ns_pids(topo.server_ns)
+        assert is_live(topo.prefix)
+    finally:
+        topo.down()
+    assert sleeper.wait(5) is not None
+    assert _leftovers(topo.prefix) == []
+    assert not is_live(topo.prefix)
+    topo.down()  # idempotent
+
+
+def test_two_topologies_coexist() -> None:
+    with Topology() as a, Topology() as b:
+        assert a.prefix != b.prefix
+        a.assert_no_bypass()
+        b.assert_no_bypass()
+    assert _leftovers(a.prefix) == [] and _leftovers(b.prefix) == []
+
+
+_CHILD = """
+import sys, time
+from lab.net.topology import Topology
+from lab.link.emulator import EmulatorProcess
+from lab.scenario import LinkSpec
+topo = Topology().up()
+emu = None
+if sys.argv[1] == "emulator":
+    emu = EmulatorProcess(topo, LinkSpec(), seed=1, out_dir=sys.argv[2])
+    emu.start()
+print(topo.prefix, emu.pid if emu else 0, flush=True)
+time.sleep(60)
+"""
+
+
+def _spawn_child(mode: str, tmp_path) -> tuple[subprocess.Popen, str, int]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, mode, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    line = child.stdout.readline().split()
+    assert line, "child did not build its topology"
+    return child, line[0], int(line[1])
+
+
+def test_sigterm_tears_down(tmp_path) -> None:
+    child, prefix, emu_pid = _spawn_child("emulator", tmp_path)
+    try:
+        assert _leftovers(prefix)
+        child.send_signal(signal.SIGTERM)
+        child.wait(10)
+        assert _leftovers(prefix) == []
+        deadline = time.monotonic() + 5
+        while _alive(emu_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(emu_pid)
+    finally:
+        child.kill()
+        clean(prefix, force=True)
+
+
+def test_sigkill_then_lab_clean_leaves_nothing(tmp_path) -> None:
+    child, prefix, emu_pid = _spawn_child("emulator", tmp_path)
+    try:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(5)
+        assert len(_leftovers(prefix)) == 3  # the three namespaces survive a SIGKILL
+        assert _alive(emu_pid)  # … and so does the emulator inside the router namespace
+        assert not is_live(prefix)
+        out = subprocess.run(
+            [sys.executable, "-m", "lab", "clean", "--prefix", prefix],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        assert f"netns {prefix}-rtr" in out
+        assert _leftovers(prefix) == []
+        time.sleep(0.1)
+        assert not _alive(emu_pid)
+    finally:
+        child.kill()
+        clean(prefix, force=True)
+
+
+def test_clean_skips_live_runs(topology: Topology) -> None:
+    report = clean(topology.prefix)
+    assert report.skipped_live == [topology.prefix]
+    assert set(topology.names.namespaces) <= set(nsenter.list_namespaces())
