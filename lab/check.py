@@ -26,7 +26,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -384,3 +384,43 @@ def junit_xml(report: CheckReport, run_id: str) -> bytes:
         )
     ET.indent(suites)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+
+
+# --- entry points for the CLI -------------------------------------------------------------
+def check_run(run_dir: str | Path, thresholds_file: str | Path) -> tuple[CheckReport, bytes]:
+    """Load a run and a thresholds file, evaluate; returns (report, JUnit XML bytes).
+    Raises ThresholdFileError (bad file) or lab.results.ResultsError (not a run)."""
+    from lab.results import load
+    from lab.significance import with_link_columns
+
+    loaded = load_thresholds(thresholds_file)
+    run = load(run_dir)
+    report = check(with_link_columns(run.samples, run.meta), loaded)
+    return report, junit_xml(report, str(run.meta.get("run_id", Path(run_dir).name)))
+
+
+def result_table(report: CheckReport) -> Any:
+    """A rich Table: every threshold that did not pass (or one line saying all passed)."""
+    from rich.table import Table
+
+    bad = [r for r in report.results if r.status != "pass"]
+    title = (
+        f"lab check: {report.count('pass')} passed, {report.count('fail')} failed, "
+        f"{report.count('error')} errors"
+    )
+    table = Table(title=title, show_lines=False)
+    for col in ("status", "threshold", "line", "subject", "bound", "observed (worst)", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in bad or report.results:
+        t = r.loaded.threshold
+        style = {"pass": "green", "fail": "red", "error": "yellow"}[r.status]
+        table.add_row(
+            f"[{style}]{r.status.upper()}[/{style}]",
+            t.name,
+            f"{Path(r.loaded.file).name}:{r.loaded.line}",
+            t.subject(),
+            t.bound_text(),
+            r.observed_text(),
+            r.message,
+        )
+    return table

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -109,53 +110,160 @@ def _cmd_run(args: argparse.Namespace) -> int:
 # --- serve / get --------------------------------------------------------------------------
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the reference h2 (TCP+TLS) + h3 (QUIC) server")
+    p.add_argument("--host", default="::", help="address to bind; '::' = dual-stack (default)")
+    p.add_argument("--port", type=int, default=8443, help="TCP and UDP port (0 = pick one)")
+    p.add_argument("--cert-dir", type=Path, default=None, help="CA + leaf cache directory")
+    p.add_argument("--max-streams", type=int, default=100, help="max concurrent streams")
+    p.add_argument("--quic-engine", choices=["aioquic", "qh3"], default="aioquic")
+    p.add_argument("--cc", choices=["cubic", "reno"], default="cubic", help="congestion control")
+    p.add_argument("--qlog-dir", type=Path, default=None, help="write one qlog per QUIC conn")
+    p.add_argument("--grace", type=float, default=10.0, help="graceful-shutdown grace (s)")
+    p.add_argument("--pod-size", type=int, default=2048, help="bytes per synthetic pod")
+    p.add_argument("--pod-count", type=int, default=500, help="pods per namespace")
     p.set_defaults(handler=_cmd_serve)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab serve")
+    from lab.http.server import describe, run_server
+    from lab.http.settings import H2Settings, QuicSettings, ServerConfig
+
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        h2=H2Settings(max_concurrent_streams=args.max_streams, tcp_congestion=args.cc),
+        quic=QuicSettings(
+            engine=args.quic_engine,
+            congestion_control=args.cc,
+            max_concurrent_streams=args.max_streams,
+            qlog_dir=args.qlog_dir,
+        ),
+        pod_size_bytes=args.pod_size,
+        pod_count=args.pod_count,
+        grace_s=args.grace,
+    )
+    run_server(
+        config, cert_dir=args.cert_dir, on_ready=lambda info: print(describe(info), flush=True)
+    )
+    return 0
 
 
 def _add_get(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("get", help="fetch a URL over HTTP/2 or HTTP/3 and print the timings")
-    p.add_argument("url")
-    p.set_defaults(handler=_cmd_get)
+    p.add_argument("url", help="https://host:port/path")
+    proto = p.add_mutually_exclusive_group()
+    proto.add_argument("--http2", dest="protocol", action="store_const", const="h2")
+    proto.add_argument("--http3", dest="protocol", action="store_const", const="h3")
+    p.add_argument("--0rtt", dest="zero_rtt", action="store_true", help="ticket, then 0-RTT")
+    p.add_argument("-n", type=int, default=1, help="concurrent requests on one connection")
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument("--insecure", action="store_true", help="do not verify the server")
+    trust.add_argument("--ca", type=Path, default=None, help="CA file (default: the lab's CA)")
+    p.set_defaults(handler=_cmd_get, protocol="h2")
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab get")
+    import trio
+
+    from lab.http.fetch import fetch, format_reports
+    from lab.http.tls import DEFAULT_CERT_DIR
+
+    ca = args.ca
+    if ca is None and not args.insecure:
+        ca = DEFAULT_CERT_DIR / "ca.pem"
+        if not ca.exists():
+            print(f"lab get: no CA at {ca}; pass --ca FILE or --insecure", file=sys.stderr)
+            return 2
+    try:
+        reports = trio.run(
+            lambda: fetch(
+                args.url, protocol=args.protocol, zero_rtt=args.zero_rtt, count=args.n, ca_file=ca
+            )
+        )
+    except ValueError as e:
+        print(f"lab get: {e}", file=sys.stderr)
+        return 2
+    except (ConnectionError, OSError, trio.TooSlowError) as e:
+        print(f"lab get: {e!r}", file=sys.stderr)
+        return 1
+    print(format_reports(reports, args.protocol))
+    ok = all(200 <= r.status < 400 for rep in reports for r in rep.responses)
+    return 0 if ok else 1
 
 
 # --- report / check / compare -------------------------------------------------------------
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write report.html and report.md for a run")
-    p.add_argument("run", help="results/<run-id>")
+    p.add_argument("run", type=Path, help="results/<run-id>")
+    p.add_argument("--out", type=Path, default=None, help="directory (default: the run's)")
     p.set_defaults(handler=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab report")
+    from lab.report import write_report
+    from lab.results import ResultsError
+
+    try:
+        files = write_report(args.run, args.out)
+    except ResultsError as exc:
+        print(f"lab report: {exc}", file=sys.stderr)
+        return 2
+    for w in files.warnings:
+        print(f"lab report: warning: {w}", file=sys.stderr)
+    print(f"wrote {files.html}")
+    print(f"wrote {files.markdown} (+ {len(files.images)} PNG beside it)")
+    return 0
 
 
 def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="gate a run on thresholds; exit 1 when one fails")
-    p.add_argument("run", help="results/<run-id>")
+    p.add_argument("run", type=Path, help="results/<run-id>")
+    p.add_argument(
+        "--thresholds", type=Path, default=Path("scenarios/thresholds.yaml"), help="YAML file"
+    )
+    p.add_argument("--junit", type=Path, default=None, help="also write JUnit XML here")
     p.set_defaults(handler=_cmd_check)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab check")
+    from rich.console import Console
+
+    from lab.check import ThresholdFileError, check_run, result_table
+    from lab.results import ResultsError
+
+    try:
+        report, junit = check_run(args.run, args.thresholds)
+    except (ThresholdFileError, ResultsError) as exc:
+        print(f"lab check: {exc}", file=sys.stderr)
+        return 2
+    if args.junit is not None:
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        args.junit.write_bytes(junit)
+    Console().print(result_table(report))
+    return report.exit_code
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="significance-tested differences between two runs")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
+    p.add_argument("run_a", type=Path, help="results/<run-id> (the baseline)")
+    p.add_argument("run_b", type=Path, help="results/<run-id> (the candidate)")
+    p.add_argument("--min-effect", type=float, default=0.10, help="relative (default 0.10)")
+    p.add_argument("--all", action="store_true", help="show unchanged rows too")
     p.set_defaults(handler=_cmd_compare)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab compare")
+    from rich.console import Console
+
+    from lab.compare import compare_runs, difference_table
+    from lab.results import ResultsError
+
+    try:
+        diffs = compare_runs(args.run_a, args.run_b, min_effect=args.min_effect)
+    except ResultsError as exc:
+        print(f"lab compare: {exc}", file=sys.stderr)
+        return 2
+    Console().print(difference_table(diffs, show_all=args.all))
+    return 0
 
 
 _SUBCOMMANDS = (

@@ -397,14 +397,18 @@ def _reason(err: Any) -> str:
     return msg[:1].lower() + msg[1:] if not msg[:2].isupper() else msg
 
 
-def _first_error(e: ValidationError) -> Any:
-    return e.errors(include_url=False)[0]
+def _first_error(e: ValidationError, doc: Any) -> Any:
+    """The most specific error: the one that reaches deepest into the document (so that for
+    `reorder: {probability: 2}` the ReorderSpec error wins over "should be 'preserve'"); the
+    first of equals."""
+    errors = e.errors(include_url=False)
+    return max(errors, key=lambda err: len(_doc_path(doc, err["loc"])[0]))
 
 
 def _from_validation(
     e: ValidationError, doc: Any, lines: LineMap, filename: str, prefix: Sequence[Hashable] = ()
 ) -> ScenarioError:
-    err = _first_error(e)
+    err = _first_error(e, doc)
     found, shown = _doc_path(doc, err["loc"])
     field = _fmt_path([*prefix, *shown]) or "scenario"
     return ScenarioError(filename, lines.line([*prefix, *found]), field, _reason(err))
@@ -506,6 +510,12 @@ def _cell_docs(doc: dict[str, Any]) -> list[tuple[dict[str, Any], list[tuple[str
     return out
 
 
+def _related(a: tuple[Hashable, ...], b: tuple[Hashable, ...]) -> bool:
+    """True when one path is a prefix of the other (an error at or around a set field)."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
 def _cell_id(i: int, n: int) -> str:
     return f"c{i:0{max(3, len(str(n - 1)))}d}"
 
@@ -559,11 +569,11 @@ def parse_scenario(text: str, filename: str = "<string>") -> Scenario:
         try:
             Scenario.model_validate(cell_doc)
         except ValidationError as e:
-            err = _first_error(e)
+            err = _first_error(e, cell_doc)
             found, _ = _doc_path(cell_doc, err["loc"])
             # Blame the matrix value that set this field, if one did; else the field itself.
             for key, j in reversed(picks):
-                if any(tuple(found[: len(t)]) == t for t in _axis_targets(doc, key)):
+                if any(_related(tuple(found), t) for t in _axis_targets(doc, key)):
                     raise ScenarioError(
                         filename,
                         lines.line(("matrix", key, j)),

@@ -228,8 +228,6 @@ def _verdict(
     h3_med = float(np.median(pairs["value_h3"])) if n else float("nan")
     if n and h2_med == 0:
         flags.append("h2 median is 0: no ratio")
-    if mode is not None and h2_mode != mode:
-        flags.append(f"h3 {mode} against h2 {h2_mode}")
     return Verdict(
         workload=workload,
         metric=metric,

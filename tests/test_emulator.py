@@ -17,6 +17,7 @@ from lab.scenario import BernoulliLoss, DirectionSpec, DropListLoss, LinkSpec
 
 pytestmark = pytest.mark.netns
 
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; not exported by Python 3.11
 FAMILIES = ((socket.AF_INET, "v4"), (socket.AF_INET6, "v6"))
 
 
@@ -60,7 +61,7 @@ def _send_udp_sequence(t: Topology, n: int, port: int, gap_s: float = 0.0002) ->
     """Send datagrams 0..n-1 client→server one at a time; return the indices received."""
     cli, srv = _udp_pair(t, socket.AF_INET, port)
     with cli, srv:
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 8 << 20)  # read after sending
+        srv.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)  # read after sending
         srv.settimeout(0.5)
         for i in range(n):
             cli.sendto(struct.pack("!I", i) + b"x" * 100, (t.server_v4, port))

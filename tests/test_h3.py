@@ -113,7 +113,9 @@ def test_get_large_body_hash_verified(certs: CertPaths, engine: str) -> None:
     async def main() -> None:
         async with lab_h3(certs, engine) as lab, open_h3(lab.options()) as conn:
             chunks: list[tuple[int, int]] = []
-            r = await conn.request("GET", f"/bytes/{n}", on_chunk=lambda d, t: chunks.append((t, len(d))))
+            r = await conn.request(
+                "GET", f"/bytes/{n}", on_chunk=lambda d, t: chunks.append((t, len(d)))
+            )
             verify_bytes(r, n)
             t = conn.timings
             assert t.handshake_done_ns is not None
@@ -293,7 +295,10 @@ def _initial_with_stream_frame() -> tuple[bytes, object]:
     crypto = CryptoPair()
     crypto.setup_initial(dcid, is_client=True, version=QuicProtocolVersion.VERSION_1)
     builder = QuicPacketBuilder(
-        host_cid=scid, peer_cid=dcid, version=QuicProtocolVersion.VERSION_1, is_client=True,
+        host_cid=scid,
+        peer_cid=dcid,
+        version=QuicProtocolVersion.VERSION_1,
+        is_client=True,
         max_datagram_size=1200,
     )
     builder.start_packet(QuicPacketType.INITIAL, crypto)

@@ -273,3 +273,33 @@ def test_cli_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"name", "link", "uplink", "workloads", "matrix"} <= set(schema["properties"])
     assert "DirectionSpec" in schema["$defs"] and "WatchParams" in schema["$defs"]
     assert schema["required"] == ["name", "workloads"]
+
+
+def test_matrix_mapping_values_and_top_level_axes() -> None:
+    text = """\
+name: t
+link: {delay_ms: 10, rate_mbit: 5}
+workloads: [{kind: bulk}, {kind: watch}, {kind: watch, streams: 2}]
+matrix:
+  link.loss: [{model: bernoulli, rate: 0.01}, {model: gilbert_elliott, p: 0.003, r: 0.3}]
+  seed: [1, 2]
+  protocols: [[h2], [h3]]
+  watch.streams: [8]
+"""
+    cells = expand_cells(parse_scenario(text))
+    assert len(cells) == 8
+    last = cells[-1]
+    assert isinstance(last.link.downlink.loss, GilbertElliottLoss)
+    assert last.scenario.seed == 2 and last.scenario.protocols == ["h3"]
+    assert [getattr(w, "streams", None) for w in last.workloads] == [None, 8, 8]  # every watch
+    assert last.scenario.matrix == {}
+
+
+def test_matrix_value_breaking_a_model_rule_is_blamed() -> None:
+    text = (
+        "name: t\nlink: {delay_ms: 10}\nworkloads: [{kind: bulk}]\nmatrix:\n  link.queue.bdp: [1]\n"
+    )
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(text, "f.yaml")
+    assert (exc.value.line, exc.value.field) == (5, "matrix.link.queue.bdp[0]")
+    assert "needs rate_mbit" in exc.value.reason

@@ -76,14 +76,23 @@ def test_up_builds_three_namespaces_with_offloads_off(topology: Topology) -> Non
     assert nsenter.read_sysctl(t.server_ns, "net/ipv6/conf/all/forwarding") == "0"
     out = subprocess.run(
         t.run_in(t.client_ns, ["ethtool", "-k", t.names.client_if]),
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    for feature in ("tcp-segmentation-offload", "generic-segmentation-offload",
-                    "generic-receive-offload", "tx-checksumming", "rx-checksumming"):
+    for feature in (
+        "tcp-segmentation-offload",
+        "generic-segmentation-offload",
+        "generic-receive-offload",
+        "tx-checksumming",
+        "rx-checksumming",
+    ):
         assert f"{feature}: off" in out, feature
     mtu = subprocess.run(
         t.run_in(t.server_ns, ["cat", f"/sys/class/net/{t.names.server_if}/mtu"]),
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert mtu.strip() == "1500"
 
@@ -193,7 +202,9 @@ def test_sigkill_then_lab_clean_leaves_nothing(tmp_path) -> None:
         assert not is_live(prefix)
         out = subprocess.run(
             [sys.executable, "-m", "lab", "clean", "--prefix", prefix],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         assert f"netns {prefix}-rtr" in out
         assert _leftovers(prefix) == []

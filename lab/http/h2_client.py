@@ -287,7 +287,8 @@ class H2ClientConnection:
     ) -> Response:
         """Send one request and wait for its whole response; many may run concurrently."""
         while not self.closed and self.conn.open_outbound_streams >= self._max_streams():
-            self._slot = trio.Event()
+            if self._slot.is_set():
+                self._slot = trio.Event()
             await self._slot.wait()
         if self.closed or self.goaway_code is not None:
             raise RequestFailed("h2 connection is closed or going away")

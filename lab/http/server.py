@@ -8,11 +8,12 @@ SIGINT set `shutdown`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,25 @@ async def serve(
             s.close()
 
 
+@contextlib.asynccontextmanager
+async def running_server(
+    config: ServerConfig, *, cert_dir: Path | None = None, h3: bool = True
+) -> AsyncIterator[ServerInfo]:
+    """Run `serve` in the background for the body of the `async with`; always stopped after.
+
+    On exit the server drains gracefully (GOAWAY), bounded by `config.grace_s`.
+    """
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        info = await nursery.start(
+            functools.partial(serve, config, shutdown=shutdown, cert_dir=cert_dir, h3=h3)
+        )
+        try:
+            yield info
+        finally:
+            shutdown.set()
+
+
 def _fmt(addr: tuple) -> str:
     return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
@@ -144,3 +164,31 @@ async def _watch_signals(signals, shutdown: trio.Event, scope: trio.CancelScope)
             return
         log.info("%s: graceful shutdown", signal.Signals(signum).name)
         shutdown.set()
+
+
+def describe(info: ServerInfo) -> str:
+    """What `lab serve` prints when ready: addresses, certificate, protocol settings."""
+    cfg = info.config
+    lines = [f"lab serve: listening on port {cfg.port}"]
+    lines += [f"  h2   tcp  {a}  (TLS 1.3, ALPN h2, http/1.1)" for a in info.tcp_addresses]
+    if info.h3:
+        engine = cfg.quic.engine
+        lines.append(f"  h3   udp  [{cfg.host}]:{cfg.port}  (QUIC, ALPN h3, engine {engine})")
+    lines += [f"  note: {n}" for n in info.notes]
+    ca = f" (CA {info.ca_file})" if info.ca_file else ""
+    lines.append(f"  certificate {cfg.cert_file}{ca}")
+    h2s, qs = cfg.h2, cfg.quic
+    lines.append(
+        f"  h2 settings: max_concurrent_streams={h2s.max_concurrent_streams} "
+        f"stream_window={h2s.initial_stream_window_bytes} "
+        f"connection_window={h2s.connection_window_bytes} "
+        f"max_frame={h2s.max_frame_size_bytes} tcp_congestion={h2s.tcp_congestion}"
+    )
+    lines.append(
+        f"  quic settings: engine={qs.engine} cc={qs.congestion_control} "
+        f"max_data={qs.max_data_bytes} max_stream_data={qs.max_stream_data_bytes} "
+        f"idle_timeout_s={qs.idle_timeout_s} max_streams={qs.max_concurrent_streams} "
+        f"qlog_dir={qs.qlog_dir}"
+    )
+    lines.append(f"  grace_s={cfg.grace_s} pods={cfg.pod_count}×{cfg.pod_size_bytes} B")
+    return "\n".join(lines)

@@ -20,7 +20,10 @@ async def _get(opts: ConnectOptions, path: str) -> Response:
 def test_lab_client_gets_bytes_from_caddy(caddy_server: Server, protocol: str) -> None:
     n = 1_000_000
     opts = ConnectOptions(
-        protocol=protocol, host=caddy_server.host, port=caddy_server.port, ca_file=caddy_server.ca_file
+        protocol=protocol,
+        host=caddy_server.host,
+        port=caddy_server.port,
+        ca_file=caddy_server.ca_file,
     )
     resp = trio.run(_get, opts, f"/bytes/{n}")
     assert resp.status == 200

@@ -1,0 +1,449 @@
+"""`lab report results/<run-id>`: a run as evidence a reviewer can read in five minutes.
+
+Writes, into the run directory (or `out_dir`):
+- `report.md`   ready to paste into a KEP or pull request; plots as `report-<name>.png` beside it;
+- `report.html` self-contained: the same content, plots embedded as base64 PNG, inline CSS,
+  no scripts and no external resources.
+
+Content: status (a banner when the run is incomplete), verdicts at a glance, scenario and
+environment (versions, impairment backend and applied settings, stack settings, seeds), then per
+workload its plots and a verdict table (h3/h2 ratio with a 95% bootstrap interval), failed
+cells, and how to read the numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lab import plots
+from lab.results import RunResults, load
+from lab.significance import with_link_columns
+from lab.verdicts import MIN_REPETITIONS, Verdict, direction, verdicts
+
+# The verdicts shown in each workload's main table; the rest go in a collapsed "all" table.
+KEY_METRICS: dict[str, tuple[str, ...]] = {
+    "handshake": ("ttfb_ms",),
+    "bulk": ("goodput_mbit", "completion_ms"),
+    "multiplex": ("completion_ms", "goodput_mbit"),
+    "watch": ("hol_spread", "stalled_fraction", "excess_p99_ms"),
+    "rpc_under_load": ("rpc_p95_ms", "rpc_delayed_fraction"),
+}
+OUTCOME_TEXT = {
+    "better": "✅ h3 better",
+    "worse": "❌ h3 worse",
+    "no significant difference": "≈ no significant difference",
+    "undecided": "❔ undecided",
+}
+_WORKLOAD_TITLES = {
+    "handshake": "Handshake and time to first byte",
+    "bulk": "Bulk download (goodput)",
+    "multiplex": "Multiplexed objects",
+    "watch": "Watch streams (head-of-line blocking)",
+    "rpc_under_load": "Small requests under load",
+    "k8s_mix": "Kubernetes-like mix",
+}
+
+
+# --- a tiny document model rendered twice ------------------------------------------------
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Image:
+    name: str  # file name of the PNG beside report.md
+    png: bytes
+    alt: str
+
+
+@dataclass
+class Details:
+    summary: str
+    blocks: list[Any]
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Para:
+    text: str
+    warn: bool = False
+
+
+@dataclass
+class Pre:
+    text: str
+
+
+@dataclass
+class ReportFiles:
+    """What `write_report` wrote and the warnings a CLI should print."""
+
+    html: Path
+    markdown: Path
+    images: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- content ------------------------------------------------------------------------------
+def completeness(meta: dict[str, Any]) -> tuple[int, int]:
+    """(completed, expected) (cell, repetition) pairs of a run."""
+    repeat = int((meta.get("scenario") or {}).get("repeat", 1) or 1)
+    expected = len(meta.get("cells", [])) * repeat
+    return len(meta.get("completed", [])), expected
+
+
+def incomplete_message(meta: dict[str, Any]) -> str | None:
+    """A sentence saying how incomplete the run is, or None when it is complete."""
+    done, expected = completeness(meta)
+    status = meta.get("status")
+    if status == "complete" and done >= expected:
+        return None
+    return (
+        f"This run is incomplete (status: {status}): {done} of {expected} (cell, repetition) "
+        "pairs finished. Every number below covers only the finished pairs; resume it with "
+        f"`lab run --resume {meta.get('run_id', '<run>')}` for the full evidence."
+    )
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(obj, dict):
+        out: list[tuple[str, str]] = []
+        for k, v in obj.items():
+            out.extend(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, list) and obj and all(isinstance(x, dict) for x in obj):
+        out = []
+        for i, v in enumerate(obj):
+            out.extend(_flatten(v, f"{prefix}[{i}]"))
+        return out
+    return [(prefix, json.dumps(obj) if not isinstance(obj, str) else obj)]
+
+
+def _kv_table(pairs: Iterable[tuple[str, str]]) -> Table:
+    return Table(["setting", "value"], [[k, v] for k, v in pairs])
+
+
+def _fmt(v: float, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    text = f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return f"{text} {unit}".strip()
+
+
+def _units(samples: pd.DataFrame) -> dict[str, str]:
+    u = samples.drop_duplicates("metric").set_index("metric")["unit"]
+    return {str(k): ("" if v in ("fraction", "bool") else str(v)) for k, v in u.items()}
+
+
+def _condition(v: Verdict) -> str:
+    return ", ".join(f"{k}={val}" for k, val in v.condition.items()) or "all cells"
+
+
+def _verdict_table(vs: list[Verdict], units: dict[str, str]) -> Table:
+    rows = []
+    for v in vs:
+        unit = units.get(v.metric, "")
+        mode = v.mode or ""
+        if v.mode and v.h2_mode and v.h2_mode != v.mode:
+            mode = f"{v.mode} (h2: {v.h2_mode})"
+        better = "higher" if direction(v.metric) == "higher" else "lower"
+        rows.append(
+            [
+                _condition(v),
+                f"{v.metric} ({better} is better)",
+                mode,
+                _fmt(v.h2_median, unit),
+                _fmt(v.h3_median, unit),
+                v.ratio_text(),
+                str(v.n_pairs),
+                OUTCOME_TEXT[v.outcome],
+                "; ".join(v.flags),
+            ]
+        )
+    headers = ["condition", "metric", "mode", "h2", "h3", "h3/h2 [95% CI]", "n", "verdict"]
+    return Table([*headers, "flags"], rows)
+
+
+def _glance(vs: list[Verdict], workloads: list[str]) -> Table:
+    rows = []
+    for wl in workloads:
+        mine = [v for v in vs if v.workload == wl]
+        counts = {o: sum(v.outcome == o for v in mine) for o in OUTCOME_TEXT}
+        flagged = sum(bool(v.flags) for v in mine)
+        rows.append([wl, *(str(counts[o]) for o in OUTCOME_TEXT), str(flagged)])
+    return Table(["workload", *OUTCOME_TEXT.values(), "flagged"], rows)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def build(run: RunResults) -> tuple[list[Any], list[str]]:
+    """The report's blocks and its warnings."""
+    meta, samples = run.meta, run.samples
+    blocks: list[Any] = []
+    warnings: list[str] = []
+    scen = meta.get("scenario") or {}
+    blocks.append(Heading(f"lab report: {meta.get('run_id', run.path.name)}", 1))
+    msg = incomplete_message(meta)
+    if msg:
+        blocks.append(Para("⚠ " + msg, warn=True))
+        warnings.append(msg)
+    if scen.get("description"):
+        blocks.append(Para(str(scen["description"]).strip()))
+    env = meta.get("environment") or {}
+    blocks.append(
+        Para(
+            f"Scenario **{scen.get('name', '?')}** ({meta.get('scenario_file') or 'inline'}), "
+            f"seed {meta.get('seed')}, {scen.get('repeat', '?')} repetitions, "
+            f"{len(meta.get('cells', []))} cells, created {meta.get('created_utc')}, "
+            f"git {meta.get('git_commit')}, kernel {env.get('kernel', '?')}."
+        )
+    )
+    if samples.empty:
+        warnings.append("the run has no samples: nothing to plot or decide")
+        blocks.append(Para("⚠ The run has no samples: nothing to plot or decide.", warn=True))
+    df = with_link_columns(samples, meta)
+    vs = verdicts(samples) if not samples.empty else []
+    workloads = plots.workloads_in(samples) if not samples.empty else []
+    if vs:
+        blocks.append(Heading("Verdicts at a glance"))
+        blocks.append(
+            Para(
+                "Count of verdicts (workload × metric × condition × mode) per outcome; "
+                "HTTP/3 against HTTP/2 of the same run."
+            )
+        )
+        blocks.append(_glance(vs, workloads))
+    blocks.extend(_environment(meta))
+    units = _units(samples) if not samples.empty else {}
+    for wl in workloads:
+        blocks.append(Heading(_WORKLOAD_TITLES.get(wl, wl)))
+        for spec in plots.plots_for(df, wl):
+            fig = plots.figure(spec, df)
+            blocks.append(Image(f"report-{spec.name}.png", _png(fig), f"{wl}: {spec.name}"))
+        mine = [v for v in vs if v.workload == wl]
+        keys = KEY_METRICS.get(wl)
+        key_vs = [v for v in mine if keys is None or v.metric in keys]
+        if key_vs:
+            blocks.append(_verdict_table(key_vs, units))
+        rest = [v for v in mine if v not in key_vs]
+        if rest:
+            blocks.append(
+                Details(f"All {len(mine)} verdicts for {wl}", [_verdict_table(mine, units)])
+            )
+    if len(run.errors):
+        blocks.append(Heading("Failed cells"))
+        blocks.append(
+            Table(
+                ["cell", "repetition", "protocol", "workload", "error"],
+                [[str(x) for x in r] for r in run.errors.itertuples(index=False)],
+            )
+        )
+        warnings.append(f"{len(run.errors)} failed (cell, repetition, protocol, workload)")
+    blocks.extend(_method())
+    return blocks, warnings
+
+
+def _environment(meta: dict[str, Any]) -> list[Any]:
+    env = meta.get("environment") or {}
+    imp = meta.get("impairment") or {}
+    out: list[Any] = [Heading("Scenario and environment")]
+    versions = [
+        ("kernel", str(env.get("kernel"))),
+        ("iproute2", str(env.get("iproute2"))),
+        ("python", str(env.get("python"))),
+        ("host CPUs", str(env.get("host_cpus"))),
+        *((f"{k}", str(v)) for k, v in (env.get("libraries") or {}).items()),
+        ("git commit", str(meta.get("git_commit"))),
+        ("seed", str(meta.get("seed"))),
+    ]
+    out.append(Heading("Versions and seed", 3))
+    out.append(_kv_table(versions))
+    out.append(Heading(f"Impairment: backend {imp.get('backend', '?')}", 3))
+    out.append(_kv_table(_flatten(imp.get("applied") or {})))
+    out.append(Heading("Stack settings", 3))
+    out.append(_kv_table(_flatten(meta.get("stacks") or {})))
+    cells = meta.get("cells") or []
+    if cells:
+        axes = sorted({k for c in cells for k in (c.get("axes") or {})})
+        out.append(Heading("Cells", 3))
+        out.append(
+            Table(
+                ["cell", *axes],
+                [
+                    [c["cell"], *(str((c.get("axes") or {}).get(a, "")) for a in axes)]
+                    for c in cells
+                ],
+            )
+        )
+    scen = json.dumps(meta.get("scenario") or {}, indent=2)
+    out.append(Details("The resolved scenario", [Pre(scen)]))
+    return out
+
+
+def _method() -> list[Any]:
+    return [
+        Heading("How to read this"),
+        Para(
+            "Each verdict compares HTTP/3 with HTTP/2 on one metric in one condition (the values "
+            "of the matrix axes that matter to the workload). The unit is the repetition: a "
+            "per-sample metric is first reduced to its median per repetition. The ratio is "
+            "median(h3) / median(h2) over (cell, repetition) pairs, with a 95% percentile "
+            "bootstrap interval resampling the pairs. Interval entirely on the good side of 1 → "
+            "better; on the bad side → worse; containing 1 → no significant difference; fewer "
+            f"than {MIN_REPETITIONS} pairs → undecided. Lower is better for latencies, completion "
+            "times, HOL spread and stalled fractions; higher for goodput and utilisation."
+        ),
+        Para(
+            "Flags: `cpu_bound` — a process used more than 90% of a core, so the numbers "
+            "measure Python rather than the protocol; 0-RTT is counted only when the server saw "
+            "the request as early data (otherwise the mode reads zero_rtt→1-RTT); HOL spread is "
+            "left out of repetitions where no event stalled (it is undefined there)."
+        ),
+    ]
+
+
+# --- rendering ----------------------------------------------------------------------------
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(t: Table) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in t.headers) + " |"]
+    lines.append("|" + "|".join("---" for _ in t.headers) + "|")
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
+    return "\n".join(lines)
+
+
+def render_markdown(blocks: list[Any]) -> str:
+    """GitHub-flavoured Markdown; images referenced by file name (beside the .md)."""
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append("#" * b.level + " " + b.text)
+        elif isinstance(b, Para):
+            out.append(f"> **{b.text}**" if b.warn else b.text)
+        elif isinstance(b, Table):
+            out.append(_md_table(b))
+        elif isinstance(b, Image):
+            out.append(f"![{b.alt}]({b.name})")
+        elif isinstance(b, Pre):
+            out.append(f"```json\n{b.text}\n```")
+        elif isinstance(b, Details):
+            inner = render_markdown(b.blocks)
+            out.append(
+                f"<details><summary>{html.escape(b.summary)}</summary>\n\n{inner}\n</details>"
+            )
+    return "\n\n".join(out) + "\n"
+
+
+def _inline_md(text: str) -> str:
+    """Escape, then the two inline marks the report uses: **bold** and `code`."""
+    parts = html.escape(text).split("**")
+    text = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _html_blocks(blocks: list[Any]) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            cls = ' class="warn"' if b.warn else ""
+            out.append(f"<p{cls}>{_inline_md(b.text)}</p>")
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.headers)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in b.rows
+            )
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(b, Image):
+            data = base64.b64encode(b.png).decode("ascii")
+            out.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.alt)}">'
+                "</figure>"
+            )
+        elif isinstance(b, Pre):
+            out.append(f"<pre>{html.escape(b.text)}</pre>")
+        elif isinstance(b, Details):
+            out.append(
+                f"<details><summary>{html.escape(b.summary)}</summary>"
+                f"{_html_blocks(b.blocks)}</details>"
+            )
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}
+img{max-width:100%;height:auto}
+figure{margin:1em 0}
+.warn{background:#fff4ce;border:1px solid #e0b400;padding:.6em}
+pre{background:#f6f6f6;padding:.6em;overflow:auto}
+details{margin:.6em 0}
+code{background:#f3f3f3;padding:0 .2em}
+"""
+
+
+def render_html(blocks: list[Any], title: str) -> str:
+    """A self-contained HTML page (inline CSS, embedded images, no scripts)."""
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        f"{_html_blocks(blocks)}\n</body></html>\n"
+    )
+
+
+def _images(blocks: list[Any]) -> list[Image]:
+    out: list[Image] = []
+    for b in blocks:
+        if isinstance(b, Image):
+            out.append(b)
+        elif isinstance(b, Details):
+            out.extend(_images(b.blocks))
+    return out
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
+    """Load a run and write report.md (+ PNGs) and report.html into `out_dir` (default: the
+    run directory). Raises lab.results.ResultsError for a directory that is not a run."""
+    run = load(run_dir)
+    out = Path(out_dir) if out_dir is not None else run.path
+    out.mkdir(parents=True, exist_ok=True)
+    blocks, warnings = build(run)
+    files = ReportFiles(out / "report.html", out / "report.md", warnings=warnings)
+    for img in _images(blocks):
+        path = out / img.name
+        path.write_bytes(img.png)
+        files.images.append(path)
+    files.markdown.write_text(render_markdown(blocks))
+    title = f"lab report: {run.meta.get('run_id', run.path.name)}"
+    files.html.write_text(render_html(blocks, title))
+    return files
