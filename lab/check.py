@@ -287,6 +287,7 @@ def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
     bound = _cpu_bound_cells(samples, t.workload)
     cells: list[CellValue] = []
     skipped: list[str] = []
+    undefined: list[str] = []
     for cell, g in rows.groupby("cell", sort=True):
         if t.ratio is not None:
             a, b = _values(g, t, "h3"), _values(g, t, "h2")
@@ -294,7 +295,10 @@ def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
                 skipped.append(str(cell))
                 continue
             num, den = statistic(a, t.statistic), statistic(b, t.statistic)
-            value = num / den if den != 0 else float("nan")
+            if den == 0 and num == 0:  # 0/0: nothing to compare (e.g. no stalls at all)
+                undefined.append(str(cell))
+                continue
+            value = num / den if den != 0 else float("inf")
             n = int(min(a.size, b.size))
         else:
             a = _values(g, t, str(t.protocol))
@@ -306,18 +310,21 @@ def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
         )
         cells.append(CellValue(str(cell), value, ok, n, str(cell) in bound))
     if not cells:
-        return ThresholdResult(
-            loaded, "error", message="matches no data: no cell has both h2 and h3 values"
-        )
+        why = "no cell has both h2 and h3 values"
+        if undefined:
+            why = f"h3 and h2 are both 0 in every matching cell ({', '.join(undefined)})"
+        return ThresholdResult(loaded, "error", message=f"matches no data: {why}")
     failed = [c for c in cells if not c.ok]
     notes = []
     if skipped:
         notes.append(f"cells without both protocols skipped: {', '.join(skipped)}")
+    if undefined:
+        notes.append(f"cells where h3 and h2 are both 0 skipped: {', '.join(undefined)}")
     if any(c.cpu_bound for c in cells):
         notes.append("some cells were cpu_bound")
     if failed:
-        where = ", ".join(f"{c.cell}={c.value:.4g}" for c in failed[:6])
-        more = f" (+{len(failed) - 6} more)" if len(failed) > 6 else ""
+        where = ", ".join(f"{c.cell}={c.value:.4g}" for c in failed[:3])
+        more = f" (+{len(failed) - 3} more)" if len(failed) > 3 else ""
         msg = f"{len(failed)} of {len(cells)} cells break {t.bound_text()}: {where}{more}"
         return ThresholdResult(loaded, "fail", tuple(cells), "; ".join([msg, *notes]))
     msg = f"holds in {len(cells)} cell{'s' if len(cells) != 1 else ''}"
@@ -408,18 +415,16 @@ def result_table(report: CheckReport) -> Any:
         f"lab check: {report.count('pass')} passed, {report.count('fail')} failed, "
         f"{report.count('error')} errors"
     )
-    table = Table(title=title, show_lines=False)
-    for col in ("status", "threshold", "line", "subject", "bound", "observed (worst)", "detail"):
+    table = Table(title=title, show_lines=True)
+    for col in ("status", "threshold", "checks", "observed (worst cell)", "detail"):
         table.add_column(col, overflow="fold")
     for r in bad or report.results:
         t = r.loaded.threshold
         style = {"pass": "green", "fail": "red", "error": "yellow"}[r.status]
         table.add_row(
             f"[{style}]{r.status.upper()}[/{style}]",
-            t.name,
-            f"{Path(r.loaded.file).name}:{r.loaded.line}",
-            t.subject(),
-            t.bound_text(),
+            f"{t.name}\n{Path(r.loaded.file).name}:{r.loaded.line}",
+            f"{t.subject()} {t.bound_text()}",
             r.observed_text(),
             r.message,
         )

@@ -54,11 +54,56 @@ def _cmd_clean(args: argparse.Namespace) -> int:
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="measure what the scenario's impaired path really does")
     p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument(
+        "--impair",
+        choices=["auto", "emulator", "netem"],
+        default="auto",
+        help="impairment backend (auto: netem where the kernel has it, else the emulator)",
+    )
+    p.add_argument("--cell", default=None, help="cell id to calibrate (default: the first)")
+    p.add_argument("--probes", type=int, default=2000, help="UDP probes, 2 ms apart (default 2000)")
+    p.add_argument("--out", type=Path, default=None, help="keep the emulator's outputs here")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.set_defaults(handler=_cmd_calibrate)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab calibrate")
+    import json
+
+    from rich.console import Console
+
+    from lab.calibrate import CalibrationError, calibrate_cell, result_table, rich_progress
+    from lab.scenario import ScenarioError, expand_cells, load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as e:
+        print(e, file=sys.stderr)
+        return 2
+    cells = expand_cells(scenario)
+    cell = next((c for c in cells if args.cell in (None, c.id)), None)
+    if cell is None or args.probes < 10:
+        why = f"no cell {args.cell!r}" if cell is None else "--probes must be at least 10"
+        print(f"lab calibrate: {why} (cells: {', '.join(c.id for c in cells)})", file=sys.stderr)
+        return 2
+    try:
+        with rich_progress(enabled=sys.stderr.isatty() or not args.json) as progress:
+            result = calibrate_cell(
+                cell,
+                scenario_name=scenario.name,
+                impair=args.impair,
+                probes=args.probes,
+                out_dir=args.out,
+                progress=progress,
+            )
+    except CalibrationError as e:
+        print(f"lab calibrate: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        Console().print(result_table(result))
+    return 0 if result.ok else 1
 
 
 # --- validate / schema --------------------------------------------------------------------
@@ -100,11 +145,79 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a scenario: every cell over HTTP/2 and HTTP/3")
     p.add_argument("scenario", nargs="?", help="scenario YAML file")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue results/<run-id>")
+    p.add_argument(
+        "--impair",
+        choices=["netem", "emulator"],
+        default=None,
+        help="impairment backend (default: netem where available, else the emulator)",
+    )
+    p.add_argument("--out", type=Path, default=Path("results"), help="results directory")
+    p.add_argument("--repeat", type=int, default=None, help="override the scenario's repeat")
+    p.add_argument("--quic-engine", choices=["aioquic", "qh3"], default="aioquic")
+    p.add_argument("-y", "--yes", action="store_true", help="start without asking")
     p.set_defaults(handler=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("lab run")
+    from rich.console import Console
+
+    from lab import runner
+    from lab.progress import RunProgress, fmt_duration, summary_table
+    from lab.scenario import ScenarioError, load_scenario
+
+    console = Console()
+    if (args.scenario is None) == (args.resume is None):
+        print("lab run: give a scenario file or --resume results/<run>", file=sys.stderr)
+        return 2
+    if args.repeat is not None and args.repeat < 1:
+        print("lab run: --repeat must be ≥ 1", file=sys.stderr)
+        return 2
+    try:
+        if args.resume is not None:
+            prep = runner.prepare_resume(args.resume)
+        else:
+            scenario = load_scenario(args.scenario)
+            opts = runner.RunOptions(
+                backend=args.impair,
+                out_dir=args.out,
+                repeat=args.repeat,
+                quic_engine=args.quic_engine,
+            )
+            n, reps, est = runner.describe(scenario, opts)
+            print(
+                f"{scenario.name}: {n} cell(s) × {reps} repetition(s) × "
+                f"{len(scenario.protocols)} protocol(s); estimated {fmt_duration(est)}"
+            )
+            if not args.yes and sys.stdin.isatty():
+                answer = input("start? [Y/n] ").strip().lower()
+                if answer not in ("", "y", "yes"):
+                    return 0
+            prep = runner.prepare(scenario, args.scenario, opts)
+    except (ScenarioError, runner.RunError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    except Exception as e:  # e.g. results.ResultsError on --resume of a non-run directory
+        print(f"lab run: {e}", file=sys.stderr)
+        return 2
+    est = runner.estimate_run_s(prep.todo)
+    print(
+        f"run {prep.writer.path} ({prep.backend}); {len(prep.todo)} of {len(prep.pairs)} "
+        f"cell repetitions to do, about {fmt_duration(est)}",
+        flush=True,
+    )
+    outcome = runner.execute(prep, RunProgress(console))
+    if outcome.results is not None and len(outcome.results.summary):
+        console.print(summary_table(outcome.results.summary))
+    failed = sum(1 for o in outcome.cells if o.errors)
+    print(
+        f"{outcome.status}: {outcome.path} in {fmt_duration(outcome.wall_s)} "
+        f"(overhead {outcome.overhead_s:.0f} s); {failed} cell repetition(s) with errors"
+    )
+    if outcome.status == "interrupted":
+        print(f"resume with: lab run --resume {outcome.path}")
+        return 130
+    return 1 if failed else 0
 
 
 # --- serve / get --------------------------------------------------------------------------
@@ -141,9 +254,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         pod_count=args.pod_count,
         grace_s=args.grace,
     )
-    run_server(
-        config, cert_dir=args.cert_dir, on_ready=lambda info: print(describe(info), flush=True)
-    )
+    try:
+        run_server(
+            config, cert_dir=args.cert_dir, on_ready=lambda info: print(describe(info), flush=True)
+        )
+    except OSError as e:  # port in use, address not available, ...
+        print(f"lab serve: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -238,7 +355,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.junit is not None:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
         args.junit.write_bytes(junit)
-    Console().print(result_table(report))
+    Console(width=None if sys.stdout.isatty() else 160).print(result_table(report))
     return report.exit_code
 
 
@@ -262,7 +379,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     except ResultsError as exc:
         print(f"lab compare: {exc}", file=sys.stderr)
         return 2
-    Console().print(difference_table(diffs, show_all=args.all))
+    Console(width=None if sys.stdout.isatty() else 160).print(
+        difference_table(diffs, show_all=args.all)
+    )
     return 0
 
 

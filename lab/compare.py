@@ -232,10 +232,8 @@ def difference_table(diffs: list[Difference], *, show_all: bool = False) -> Any:
     counts["no change"] = sum(d.change == "no change" for d in diffs)
     counts["undecided"] = sum(d.change == "undecided" for d in diffs)
     title = "lab compare (B against A): " + ", ".join(f"{v} {k}" for k, v in counts.items())
-    table = Table(title=title)
-    for col in ("change", "condition", "proto", "workload", "metric", "mode", "A", "B"):
-        table.add_column(col, overflow="fold")
-    for col in ("B/A − 1 [95% CI]", "q", "flags"):
+    table = Table(title=title, show_lines=False)
+    for col in ("change", "condition", "what", "A → B", "B/A − 1 [95% CI]", "q", "flags"):
         table.add_column(col, overflow="fold")
     rows = diffs if show_all else [d for d in diffs if d.change in ("improved", "regressed")]
     for d in rows:
@@ -243,19 +241,16 @@ def difference_table(diffs: list[Difference], *, show_all: bool = False) -> Any:
         ci = f"{d.relative:+.1%}"
         if not np.isnan(d.ratio.low):
             ci += f" [{d.ratio.low - 1:+.1%}, {d.ratio.high - 1:+.1%}]"
+        what = f"{d.protocol} {d.workload} {d.metric}" + (f" ({d.mode})" if d.mode else "")
         table.add_row(
             f"[{style}]{d.change}[/{style}]",
             d.condition or d.cell,
-            d.protocol,
-            d.workload,
-            d.metric,
-            d.mode or "",
-            f"{d.median_a:.4g}",
-            f"{d.median_b:.4g}",
+            what,
+            f"{d.median_a:.4g} → {d.median_b:.4g}",
             ci,
-            "—" if np.isnan(d.q) else f"{d.q:.3g}",
+            "—" if np.isnan(d.q) else f"{d.q:.2g}",
             "; ".join(d.flags),
         )
     if not rows:
-        table.add_row("no change", "", "", "", "nothing changed beyond noise", *[""] * 6)
+        table.add_row("no change", "", "nothing changed beyond noise", "", "", "", "")
     return table

@@ -39,10 +39,10 @@ KEY_METRICS: dict[str, tuple[str, ...]] = {
     "rpc_under_load": ("rpc_p95_ms", "rpc_delayed_fraction"),
 }
 OUTCOME_TEXT = {
-    "better": "✅ h3 better",
-    "worse": "❌ h3 worse",
-    "no significant difference": "≈ no significant difference",
-    "undecided": "❔ undecided",
+    "better": "h3 better",
+    "worse": "h3 worse",
+    "no significant difference": "no significant difference",
+    "undecided": "undecided",
 }
 _WORKLOAD_TITLES = {
     "handshake": "Handshake and time to first byte",
@@ -206,7 +206,7 @@ def build(run: RunResults) -> tuple[list[Any], list[str]]:
     blocks.append(Heading(f"lab report: {meta.get('run_id', run.path.name)}", 1))
     msg = incomplete_message(meta)
     if msg:
-        blocks.append(Para("⚠ " + msg, warn=True))
+        blocks.append(Para("Warning: " + msg, warn=True))
         warnings.append(msg)
     if scen.get("description"):
         blocks.append(Para(str(scen["description"]).strip()))
@@ -221,7 +221,9 @@ def build(run: RunResults) -> tuple[list[Any], list[str]]:
     )
     if samples.empty:
         warnings.append("the run has no samples: nothing to plot or decide")
-        blocks.append(Para("⚠ The run has no samples: nothing to plot or decide.", warn=True))
+        blocks.append(
+            Para("Warning: the run has no samples: nothing to plot or decide.", warn=True)
+        )
     df = with_link_columns(samples, meta)
     vs = verdicts(samples) if not samples.empty else []
     workloads = plots.workloads_in(samples) if not samples.empty else []

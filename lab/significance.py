@@ -18,7 +18,7 @@ from scipy import stats
 from lab.results import axis_columns
 from lab.stats import Estimate, median_ci, ratio_of_medians_ci
 
-N_BOOT = 4000
+N_BOOT = 2000
 CONFIDENCE = 0.95
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 
 import pytest
@@ -80,6 +81,9 @@ def test_body_slice_matches_the_stream_at_any_offset():
     whole = payload.body_slice(0, 5000)
     assert payload.body_slice(1234, 777) == whole[1234:2011]
     assert b"".join(payload.iter_body(5000, 333)) == whole
+    big = payload.body_slice(0, 3_000_000)  # beyond the cached prefix: the cipher path
+    assert b"".join(payload.iter_body(3_000_000, 100_000)) == big
+    assert b"".join(payload.iter_body(1 << 20)) == big[: 1 << 20]  # the cached-prefix path
 
 
 def test_every_response_has_alt_svc_and_early_data_flag():
@@ -195,7 +199,6 @@ def test_watch_events_carry_stream_seq_and_send_time():
 
 def test_watch_without_count_runs_until_the_peer_goes_away():
     w = FakeWriter(fail_after_chunks=25)
-    call_w = FakeWriter  # noqa: F841 - keeps the name readable below
     req = Request("GET", "/api/v1/watch/namespaces/x/pods?interval_ms=10", (), b"", "h2", 1, False)
     trio.run(handle, req, w, CFG, clock=trio.testing.MockClock(autojump_threshold=0))
     assert len(w.chunks) == 25 and not w.ended  # stopped by PeerGone, quietly
@@ -212,7 +215,7 @@ def test_watch_is_scheduled_on_absolute_deadlines():
             await super().send_data(data, end_stream)
 
     call("GET", "/api/v1/watch/namespaces/x/pods?interval_ms=10&count=20", writer=SlowWriter())
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps == pytest.approx([0.010] * 19, abs=1e-6)
 
 

@@ -190,7 +190,8 @@ def test_resumed_mode_needs_a_ticket(certs: CertPaths) -> None:
 
 
 def test_graceful_shutdown_finishes_in_flight_request(certs: CertPaths) -> None:
-    """On shutdown the server sends GOAWAY, lets a running watch finish, then returns."""
+    """On shutdown the server sends GOAWAY, refuses new streams, lets a running watch finish,
+    then returns."""
     path = "/api/v1/watch/namespaces/default/pods?interval_ms=100&count=6"
 
     async def main() -> None:
@@ -204,6 +205,9 @@ def test_graceful_shutdown_finishes_in_flight_request(certs: CertPaths) -> None:
                 nursery.start_soon(watch)
                 await trio.sleep(0.15)  # the watch is running
                 lab.shutdown.set()
+                await trio.sleep(0.1)  # GOAWAY is out: a new request on this connection is refused
+                with pytest.raises(H3RequestError, match="reset"):
+                    await conn.request("GET", "/healthz")
                 with trio.fail_after(5):
                     await lab.stopped.wait()
             assert len(got) == 1 and got[0].status == 200

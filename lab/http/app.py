@@ -128,9 +128,10 @@ async def _bytes(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match) -> N
     if n == 0 or r.method == "HEAD":
         await w.send_data(b"", end_stream=True)
         return
+    left = n
     for chunk in payload.iter_body(n):
-        await w.send_data(chunk)
-    await w.send_data(b"", end_stream=True)
+        left -= len(chunk)
+        await w.send_data(chunk, end_stream=left == 0)  # END_STREAM on the last DATA frame
 
 
 def _namespace(m: re.Match) -> str:

@@ -32,6 +32,7 @@ from lab.http.client import (
     RequestFailed,
     Response,
 )
+from lab.http.h2_frames import GoAwayFilter
 from lab.http.tcp import congestion_of, set_tcp_options
 from lab.http.tls import client_ssl_context
 
@@ -48,6 +49,14 @@ def client_context(ca_file: Path | None) -> ssl.SSLContext:
     if ctx is None:
         ctx = _contexts[ca_file] = client_ssl_context(ca_file, ("h2",))
     return ctx
+
+
+def _code(error_code: int) -> ErrorCodes | int:
+    """An HTTP/2 error code as the ErrorCodes member when it is a known one."""
+    try:
+        return ErrorCodes(error_code)
+    except ValueError:
+        return error_code
 
 
 class _Pending:
@@ -116,7 +125,8 @@ class H2ClientConnection:
         self._slot = trio.Event()
         self._settings_seen = False
         self.closed = False
-        self.goaway_code: int | None = None
+        self.goaway_code: ErrorCodes | int | None = None
+        self._goaways = GoAwayFilter()
         self.congestion: str | None = None
 
     # --- plumbing ------------------------------------------------------------------------
@@ -158,8 +168,9 @@ class H2ClientConnection:
                 now = time.monotonic_ns()
                 if not data:
                     break
+                data, goaways = self._goaways.feed(data)
                 try:
-                    events = self.conn.receive_data(data)
+                    events = self.conn.receive_data(data) if data else []
                 except h2.exceptions.ProtocolError as e:
                     error = RequestFailed(f"h2 protocol error from the server: {e}")
                     with contextlib.suppress(RequestFailed):
@@ -167,8 +178,13 @@ class H2ClientConnection:
                     break
                 for ev in events:
                     self._dispatch(ev, now)
+                for g in goaways:
+                    self._on_goaway(g.last_stream_id, g.error_code)
                 await self._flush()
                 self._save_ticket()
+                if self.goaway_code not in (None, ErrorCodes.NO_ERROR):
+                    error = RequestFailed(f"h2 GOAWAY from the server: {self.goaway_code!r}")
+                    break
         except _GONE as e:
             error = RequestFailed(f"h2 connection lost: {e!r}")
         except RequestFailed as e:
@@ -210,7 +226,7 @@ class H2ClientConnection:
         elif isinstance(ev, h2.events.StreamReset):
             st = self._streams.pop(ev.stream_id, None)
             if st is not None:
-                code = ErrorCodes(ev.error_code) if ev.error_code in ErrorCodes else ev.error_code
+                code = _code(ev.error_code or 0)
                 st.error = RequestFailed(f"h2 stream {ev.stream_id} reset by the server: {code!r}")
                 st.end_ns = now
                 st.done.set()
@@ -227,14 +243,17 @@ class H2ClientConnection:
                     st.window_event.set()
             else:
                 self._wake_all()
-        elif isinstance(ev, h2.events.ConnectionTerminated):
-            self.goaway_code = ev.error_code
-            last = ev.last_stream_id or 0
-            for sid in [sid for sid in self._streams if sid > last]:
-                st = self._streams.pop(sid)
-                st.error = RequestFailed(f"h2 stream {sid} not processed (GOAWAY)")
-                st.done.set()
-            self._slot.set()
+        elif isinstance(ev, h2.events.ConnectionTerminated):  # not reached: see GoAwayFilter
+            self._on_goaway(ev.last_stream_id or 0, ev.error_code or 0)
+
+    def _on_goaway(self, last_stream_id: int, error_code: int) -> None:
+        """Streams above `last_stream_id` were not processed; the others may still complete."""
+        self.goaway_code = _code(error_code)
+        for sid in [sid for sid in self._streams if sid > last_stream_id]:
+            st = self._streams.pop(sid)
+            st.error = RequestFailed(f"h2 stream {sid} not processed (GOAWAY {self.goaway_code!r})")
+            st.done.set()
+        self._slot.set()
 
     def _wake_all(self) -> None:
         self._slot.set()
@@ -260,18 +279,24 @@ class H2ClientConnection:
         while off < len(view):
             if st.done.is_set() or self.closed:
                 return
-            window = self.conn.local_flow_control_window(st.id)
+            try:
+                window = self.conn.local_flow_control_window(st.id)
+            except h2.exceptions.ProtocolError:  # reset or closed: request() reports why
+                return
             if window <= 0:
                 st.window_event = trio.Event()
                 await st.window_event.wait()
                 continue
             end = off + min(window, len(view) - off, SEND_BATCH_BYTES)
             frame = self.conn.max_outbound_frame_size
-            while off < end:
-                n = min(frame, end - off)
-                last = off + n == len(view)
-                self.conn.send_data(st.id, view[off : off + n].tobytes(), end_stream=last)
-                off += n
+            try:
+                while off < end:
+                    n = min(frame, end - off)
+                    last = off + n == len(view)
+                    self.conn.send_data(st.id, view[off : off + n].tobytes(), end_stream=last)
+                    off += n
+            except h2.exceptions.ProtocolError:
+                return
             await self._flush()
 
     # --- API -----------------------------------------------------------------------------

@@ -25,9 +25,11 @@ import h2.settings
 import trio
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 
 from lab.http.app import Handler, PeerGone, Request, respond_error
+from lab.http.h2_frames import GoAwayFilter
 from lab.http.settings import ServerConfig
 from lab.http.tcp import set_tcp_options
 
@@ -36,8 +38,27 @@ log = logging.getLogger(__name__)
 RECEIVE_BYTES = 256 * 1024  # per receive_some
 SEND_BATCH_BYTES = 1024 * 1024  # data queued in the engine per flush
 HANDSHAKE_TIMEOUT_S = 10.0
+_GOAWAY_BYTES = 17  # frame header + last stream id + error code, no debug data
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _HPACK_HARD_LIMIT_FACTOR = 4  # decoder hard limit = factor × app limit (431 below, GOAWAY above)
+
+
+def _fix_goaway_code(queued: bytes, error: h2.exceptions.ProtocolError) -> bytes:
+    """`queued` with its final GOAWAY carrying the code RFC 9113 asks for.
+
+    h2 reports an undecodable field block as PROTOCOL_ERROR; RFC 9113 §4.3 requires
+    COMPRESSION_ERROR (an oversized list stays ENHANCE_YOUR_CALM).
+    """
+    cause = error.__cause__
+    if not isinstance(cause, HPACKError) or isinstance(cause, OversizedHeaderListError):
+        return queued
+    tail = queued[-_GOAWAY_BYTES:]
+    if len(tail) != _GOAWAY_BYTES or tail[3] != GoAwayFrame.type:
+        return queued
+    frame = GoAwayFrame(0)
+    frame.last_stream_id = int.from_bytes(tail[9:13], "big") & 0x7FFFFFFF
+    frame.error_code = ErrorCodes.COMPRESSION_ERROR
+    return queued[:-_GOAWAY_BYTES] + frame.serialize()
 
 
 def _text(b: bytes) -> str:
@@ -117,9 +138,10 @@ class _Writer:
             except h2.exceptions.ProtocolError as e:
                 raise PeerGone(str(e)) from None
             if window <= 0:
+                event = st.window_event = trio.Event()  # before any await: no lost wake-up
                 await c.flush()  # what is queued may be what the peer waits for
-                st.window_event = trio.Event()
-                await st.window_event.wait()
+                if conn.local_flow_control_window(st.id) <= 0 and not st.reset:
+                    await event.wait()
                 continue
             budget = min(window, total - off, SEND_BATCH_BYTES)
             frame = conn.max_outbound_frame_size
@@ -158,7 +180,13 @@ class H2ServerConnection:
         self.peer = peer
         s = config.h2
         self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None)
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                # our own response heads are lowercase and valid: skip h2's per-field checks
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
         )
         self.conn.local_settings = h2.settings.Settings(
             client=False,
@@ -176,6 +204,7 @@ class H2ServerConnection:
         self.highest_stream_id = 0
         self.goaway_last_id: int | None = None  # set once we sent a graceful GOAWAY
         self.dead = False
+        self._goaways = GoAwayFilter(server_side=True)
         self._lock = trio.StrictFIFOLock()
         self._idle = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -234,12 +263,13 @@ class H2ServerConnection:
                 return
             if not data:
                 return
+            data, goaways = self._goaways.feed(data)
             try:
-                events = self.conn.receive_data(data)
+                events = self.conn.receive_data(data) if data else []
             except h2.exceptions.ProtocolError as e:
                 # h2 has queued GOAWAY with the error's code; send it and close.
                 log.info("h2 peer %s: protocol error %s: %s", self.peer, e.error_code, e)
-                await self._flush_quietly()
+                await self._flush_quietly(_fix_goaway_code(self.conn.data_to_send(), e))
                 return
             except Exception:
                 log.exception("h2 peer %s: engine failure", self.peer)
@@ -249,14 +279,18 @@ class H2ServerConnection:
                 return
             for ev in events:
                 self._dispatch(ev)
+            for g in goaways:
+                # the peer opens no new streams; in-flight ones finish, then it closes
+                if g.error_code != ErrorCodes.NO_ERROR:
+                    log.info("h2 peer %s sent GOAWAY %s", self.peer, g.error_code)
+                    await self._flush_quietly()
+                    return
             await self.flush()
-            if self.goaway_last_id is not None and not self.streams:
-                self._idle.set()
 
-    async def _flush_quietly(self) -> None:
+    async def _flush_quietly(self, extra: bytes = b"") -> None:
         try:
             with trio.move_on_after(1):
-                await self.flush()
+                await self.flush(extra)
         except PeerGone:
             pass
 
@@ -291,6 +325,9 @@ class H2ServerConnection:
                 st.scope.cancel()
                 if st.window_event is not None:
                     st.window_event.set()
+                if not st.started:  # no task will remove it
+                    del self.streams[st.id]
+                    self._streams_changed()
         elif isinstance(ev, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             sid = getattr(ev, "stream_id", 0)
             targets = self.streams.values() if not sid else [self.streams.get(sid)]
@@ -312,6 +349,14 @@ class H2ServerConnection:
             return
         self.highest_stream_id = max(self.highest_stream_id, stream_id)
         self.streams[stream_id] = _Stream(stream_id, headers)
+        self._streams_changed()
+
+    def _streams_changed(self) -> None:
+        """Keep `_idle` set exactly when no stream is open (graceful shutdown waits on it)."""
+        if not self.streams:
+            self._idle.set()
+        elif self._idle.is_set():
+            self._idle = trio.Event()
 
     def _on_data(self, ev: h2.events.DataReceived) -> None:
         sid = ev.stream_id
@@ -329,7 +374,6 @@ class H2ServerConnection:
 
     def _start(self, st: _Stream) -> None:
         st.started = True
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
         assert self._nursery is not None
         self._nursery.start_soon(self._run_stream, st)
 
@@ -377,8 +421,7 @@ class H2ServerConnection:
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     self.conn.reset_stream(st.id, ErrorCodes.NO_ERROR)
             self.streams.pop(st.id, None)
-            if not self.streams:
-                self._idle.set()
+            self._streams_changed()
 
 
 async def _http11(stream: trio.abc.Stream, config: ServerConfig) -> None:
@@ -423,6 +466,8 @@ async def _serve_one(
         if tls.selected_alpn_protocol() != "h2":
             try:
                 await _http11(tls, config)
+                with trio.move_on_after(1):
+                    await tls.aclose()  # close_notify, so the client sees a clean end
             finally:
                 await trio.aclose_forcefully(tls)
             return

@@ -22,6 +22,7 @@ from lab.http.udp import UdpEndpoint
 log = logging.getLogger(__name__)
 
 WRITE_CHUNK_BYTES = 64 * 1024  # body bytes handed to the engine per call
+DRAIN_CAP_S = 2.0  # a closing connection is dropped after this even if the engine lingers
 
 
 class StreamClosedError(PeerGone):
@@ -41,6 +42,7 @@ class QuicDriver:
         self.reset_streams: set[int] = set()
         self._progress = trio.Event()
         self._timer_scope: trio.CancelScope | None = None
+        self._closing_since: float | None = None  # trio time the engine started closing
         # backlog above which a writer waits: the engine's buffer must cover the bandwidth-delay
         # product (aioquic counts unacknowledged bytes, qh3 only unsent ones)
         self.high_water_bytes = 4 * 1024 * 1024 if engine.name == "aioquic" else 1024 * 1024
@@ -155,9 +157,14 @@ class QuicDriver:
 
     def _deadline(self) -> float:
         timer = self.quic.get_timer()
-        if timer is None:
-            return math.inf
-        return trio.current_time() + (timer - time.monotonic())
+        deadline = math.inf if timer is None else trio.current_time() + (timer - time.monotonic())
+        if self._closing_since is None and is_closing(self.quic):
+            self._closing_since = trio.current_time()
+        if self._closing_since is not None:
+            # qh3 keeps a peer-closed connection until its idle timeout; RFC 9000 §10.2
+            # asks for ~3 PTO of draining, which DRAIN_CAP_S covers up to PTO ≈ 0.6 s
+            deadline = min(deadline, self._closing_since + DRAIN_CAP_S)
+        return deadline
 
     def _rearm(self) -> None:
         if self._timer_scope is not None:
@@ -171,6 +178,12 @@ class QuicDriver:
                 await trio.sleep_forever()
             self._timer_scope = None
             if self.terminated:
+                break
+            if self._closing_since is not None and (
+                trio.current_time() >= self._closing_since + DRAIN_CAP_S
+            ):
+                self.terminated = True
+                self.on_terminated()
                 break
             timer = self.quic.get_timer()
             now = time.monotonic()

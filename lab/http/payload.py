@@ -20,6 +20,17 @@ DEFAULT_CHUNK_BYTES = 256 * 1024
 _ZEROS = bytes(DEFAULT_CHUNK_BYTES + _BLOCK)
 
 
+_PREFIX_BYTES = 1 << 20
+_prefix_cache: list[bytes] = []
+
+
+def _prefix() -> bytes:
+    """The first `_PREFIX_BYTES` of the body, computed once."""
+    if not _prefix_cache:
+        _prefix_cache.append(body_slice(0, _PREFIX_BYTES))
+    return _prefix_cache[0]
+
+
 def _keystream_at(offset: int):
     """An encryptor positioned at `offset` (bytes) of the keystream, minus the sub-block skip."""
     counter = (offset // _BLOCK).to_bytes(16, "big")
@@ -39,6 +50,11 @@ def iter_body(n: int, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]
     """The n-byte body as chunks of at most `chunk_bytes`, never holding more than one chunk."""
     if n < 0:
         raise ValueError("n must be >= 0")
+    if n <= _PREFIX_BYTES:  # small bodies: slices of a cached prefix, no cipher set-up
+        prefix = _prefix()
+        for off in range(0, n, chunk_bytes):
+            yield prefix[off : min(n, off + chunk_bytes)]
+        return
     enc = _keystream_at(0)
     zeros = memoryview(_ZEROS if chunk_bytes <= len(_ZEROS) else bytes(chunk_bytes))
     left = n

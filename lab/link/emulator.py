@@ -9,8 +9,8 @@ drops what is routed to them: traffic never bypasses the emulator.
 
 Hot path: a plain `select` loop (µs timeouts), one clock read per packet, a heap of
 (release_ns, seq, direction, packet); it wakes `early_wake_us` before the next release and spins
-to it (sleeping alone gives ms-scale errors on a busy box). It asks for SCHED_FIFO and records
-whether it got it.
+to it (sleeping alone gives ms-scale errors on a busy box); packets due within `tolerance_us` are
+written at once. It asks for SCHED_FIFO (and 1 ns timer slack) and records whether it got it.
 
 Command line (started by the runner as `ip netns exec <router-ns> python -m lab.link.emulator`):
 
@@ -21,7 +21,7 @@ It prints `ready` on stdout once attached, stops on SIGTERM/SIGINT, and then wri
 `emulator.json` (per-direction counters, lateness stats, TUN TX-dropped, CPU, realtime) and
 `drops.csv` (time_ns, direction, ip_proto, length, reason; time is CLOCK_MONOTONIC ns).
 
-From Python use `EmulatorProcess(topology, link, seed, out_dir)`: `start()` / `stop() -> EmulatorReport`.
+From Python: `EmulatorProcess(topology, link, seed, out_dir)`, `.start()`, `.stop()`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from lab.link import tun
-from lab.link.model import DIRECTIONS, Deliver, DirectionModel, build_models
+from lab.link.model import Deliver, DirectionModel, build_models
 from lab.scenario import LinkSpec
 
 if TYPE_CHECKING:
@@ -77,7 +77,8 @@ class EmulatorConfig(BaseModel):
     tun_downlink: str
     out_dir: str
     realtime: bool = True  # ask for SCHED_FIFO
-    early_wake_us: float = 100.0  # wake this long before a release, then spin
+    early_wake_us: float = 30.0  # wake this long before a release, then spin
+    tolerance_us: float = 10.0  # write a packet this much before its release time at most
 
 
 # ============================================================================================
@@ -96,6 +97,7 @@ class _Direction:
         "model",
         "name",
         "packets_dropped",
+        "packets_ignored",
         "packets_in",
         "packets_out",
         "tun",
@@ -113,6 +115,7 @@ class _Direction:
         self.packets_dropped = self.bytes_dropped = 0
         self.dropped_by_reason: dict[str, int] = {}
         self.write_errors = 0
+        self.packets_ignored = 0  # router-local control packets (MLD): not offered, not sent
         self.lateness = array("q")  # ns: write start − release time, one per packet out
         self.tx_dropped_start = tun.tx_dropped(tun_name)
 
@@ -127,6 +130,18 @@ def ip_proto(packet: bytes) -> int:
     if version == 6 and len(packet) > 6:
         return packet[6]
     return -1
+
+
+def not_end_to_end(packet: bytes) -> bool:
+    """True for packets the router itself sends into a TUN device (IPv6 MLD reports from the
+    TUN's link-local address, multicast): not client⇄server traffic, so not offered to the
+    model (they would shift the drop-list indices) and not forwarded."""
+    version = packet[0] >> 4 if packet else 0
+    if version == 6 and len(packet) >= 40:
+        return packet[24] == 0xFF or (packet[8] == 0xFE and packet[9] & 0xC0 == 0x80)
+    if version == 4 and len(packet) >= 20:
+        return packet[16] >= 224  # IPv4 multicast/broadcast destination
+    return True  # not an IP packet
 
 
 def _try_realtime() -> tuple[bool, str]:
@@ -176,6 +191,8 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
             "downlink", cfg.tun_downlink, tun.attach(cfg.tun_downlink), models["downlink"]
         ),
     }
+    if not tun.wait_operstate_up([cfg.tun_uplink, cfg.tun_downlink]):
+        print("emulator: warning: TUN devices not up after 5 s", file=sys.stderr)
     rt_granted, rt_error = _try_realtime() if cfg.realtime else (False, "not requested")
 
     stop = False
@@ -194,6 +211,7 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
     by_fd = {d.fd: d for d in dirs.values()}
     rfds = [wake_r, *by_fd]
     early_ns = int(cfg.early_wake_us * 1000)
+    tol_ns = int(cfg.tolerance_us * 1000)
     mono = time.monotonic_ns
     heappush, heappop = heapq.heappush, heapq.heappop
     write, read = os.write, os.read
@@ -206,7 +224,7 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
     try:
         while not stop:
             now = mono()
-            while heap and heap[0][0] <= now:
+            while heap and heap[0][0] <= now + tol_ns:
                 release, _, d, pkt = heappop(heap)
                 now = mono()
                 try:
@@ -214,7 +232,7 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
                 except OSError:
                     d.write_errors += 1
                     continue
-                d.lateness.append(now - release)
+                d.lateness.append(now - release)  # may be slightly < 0 (tolerance)
                 d.packets_out += 1
                 d.bytes_out += len(pkt)
             if heap:
@@ -237,6 +255,9 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
                         break
                     t = mono()
                     size = len(pkt)
+                    if not_end_to_end(pkt):
+                        d.packets_ignored += 1
+                        continue
                     d.packets_in += 1
                     d.bytes_in += size
                     decision = model.offer(size, t)
@@ -273,6 +294,7 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
         "link": cfg.link.model_dump(mode="json"),
         "realtime": {"requested": cfg.realtime, "granted": rt_granted, "error": rt_error},
         "early_wake_us": cfg.early_wake_us,
+        "tolerance_us": cfg.tolerance_us,
         "started_ns": started_ns,
         "stopped_ns": stopped_ns,
         "cpu_user_s": usage.ru_utime,
@@ -293,6 +315,7 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
             "bytes_dropped": d.bytes_dropped,
             "dropped_by_reason": d.dropped_by_reason,
             "write_errors": d.write_errors,
+            "packets_ignored": d.packets_ignored,
             "pending_at_stop": pending[name],
             "tun_tx_dropped": tx_dropped,
             "lateness_ns": _percentiles(d.lateness),
@@ -332,6 +355,7 @@ class DirectionReport:
     bytes_dropped: int
     dropped_by_reason: dict[str, int]
     write_errors: int
+    packets_ignored: int  # router-local control packets (IPv6 MLD) discarded unmodelled
     pending_at_stop: int
     tun_tx_dropped: int | None  # packets the kernel dropped because the emulator lagged
     lateness_ns: dict[str, float | int | None]  # count, p50, p99, max of write − release
@@ -410,7 +434,8 @@ class EmulatorProcess:
         out_dir: str | Path,
         *,
         realtime: bool = True,
-        early_wake_us: float = 100.0,
+        early_wake_us: float = 30.0,
+        tolerance_us: float = 10.0,
     ) -> None:
         self.topology = topology
         self.out_dir = Path(out_dir)
@@ -422,6 +447,7 @@ class EmulatorProcess:
             out_dir=str(self.out_dir.resolve()),
             realtime=realtime,
             early_wake_us=early_wake_us,
+            tolerance_us=tolerance_us,
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self._handle: int | None = None

@@ -58,3 +58,27 @@ def tx_dropped(name: str) -> int | None:
         return int(Path(f"/sys/class/net/{name}/statistics/tx_dropped").read_text())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def operstate(name: str) -> str | None:
+    """`/sys/class/net/NAME/operstate` ("up" once the kernel activated the device's qdisc after
+    the carrier came on), None when not visible."""
+    try:
+        return Path(f"/sys/class/net/{name}/operstate").read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def wait_operstate_up(names: list[str], timeout_s: float = 5.0) -> bool:
+    """Wait until every device reports operstate "up". Attaching turns the carrier on, but the
+    kernel activates the qdisc later (linkwatch, needs the RTNL lock); until then packets routed
+    to the device are dropped. Returns False on timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if all(operstate(n) in ("up", None) for n in names):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)

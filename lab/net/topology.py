@@ -257,20 +257,30 @@ class Topology:
                 ipr.route("add", dst=dst, gateway=gw, oif=idx)
 
     def _steer(self, ipr: IPRoute) -> None:
-        """Persistent TUN per direction + policy routing: iif <p>-rc → table U → <p>-tu,
-        iif <p>-rs → table D → <p>-td, with a blackhole fallback in each table."""
+        """Persistent TUN per direction + policy routing: iif <p>-rc to the server subnet →
+        table U → <p>-tu, iif <p>-rs to the client subnet → table D → <p>-td, with a blackhole
+        fallback in each table."""
         n = self.names
         with nsenter.enter(n.router_ns):
             tun.create_persistent(n.tun_uplink)
             tun.create_persistent(n.tun_downlink)
-        for tun_if, in_if, table in (
-            (n.tun_uplink, n.router_client_if, TABLE_UPLINK),
-            (n.tun_downlink, n.router_server_if, TABLE_DOWNLINK),
+        a = ADDRESSES
+        for tun_if, in_if, table, far in (
+            (n.tun_uplink, n.router_client_if, TABLE_UPLINK, (a.server_net_v4, a.server_net_v6)),
+            (
+                n.tun_downlink,
+                n.router_server_if,
+                TABLE_DOWNLINK,
+                (a.client_net_v4, a.client_net_v6),
+            ),
         ):
             (idx,) = ipr.link_lookup(ifname=tun_if)
             ipr.link("set", index=idx, mtu=MTU, txqlen=TUN_TXQUEUELEN, state="up")
             nsenter.write_sysctl(n.router_ns, f"net/ipv4/conf/{tun_if}/rp_filter", 0)
-            for family, default in ((AF_INET, "0.0.0.0/0"), (AF_INET6, "::/0")):
+            for family, default, dst in (
+                (AF_INET, "0.0.0.0/0", far[0]),
+                (AF_INET6, "::/0", far[1]),
+            ):
                 ipr.route("add", dst=default, oif=idx, table=table, family=family)
                 # if the TUN route ever disappears, drop rather than fall through to main
                 ipr.route(
@@ -281,7 +291,18 @@ class Topology:
                     family=family,
                     priority=4096,
                 )
-                ipr.rule("add", iifname=in_if, table=table, priority=RULE_PRIORITY, family=family)
+                # only traffic for the far subnet: link-local/multicast (MLD, ND) stays local,
+                # so the emulator sees exactly the end-to-end packets
+                net = ipaddress.ip_network(dst)
+                ipr.rule(
+                    "add",
+                    iifname=in_if,
+                    dst=str(net.network_address),
+                    dst_len=net.prefixlen,
+                    table=table,
+                    priority=RULE_PRIORITY,
+                    family=family,
+                )
 
     # --- invariants -----------------------------------------------------------------------
     def assert_no_bypass(self) -> None:

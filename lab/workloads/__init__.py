@@ -1,1 +1,26 @@
-"""Workloads: one module each, a params model plus an async run(client) -> samples."""
+"""Workloads: one module each (bulk, multiplex, watch, rpc_under_load, handshake, k8s_mix).
+
+Each module has `async def run(params, ctx) -> list[dict]` (sample rows, see
+`lab.workloads.base`) and `estimate_s(params, base_rtt_ms, rate_mbit) -> float`; the params
+models live in lab.scenario. `module(kind)` imports the module of a workload kind.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+KINDS: tuple[str, ...] = ("watch", "handshake", "bulk", "multiplex", "rpc_under_load", "k8s_mix")
+
+
+def module(kind: str) -> ModuleType:
+    """The module implementing workload `kind`."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown workload kind {kind!r}; known: {list(KINDS)}")
+    return importlib.import_module(f"lab.workloads.{kind}")
+
+
+def estimate_s(params: object, base_rtt_ms: float, rate_mbit: float | None) -> float:
+    """Rough duration in seconds of one run of that workload (for the run's estimate)."""
+    kind = params.kind  # type: ignore[attr-defined]
+    return float(module(kind).estimate_s(params, base_rtt_ms, rate_mbit))

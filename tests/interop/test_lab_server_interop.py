@@ -93,6 +93,8 @@ def test_nghttp_get(lab_server: Server, tmp_path: Path) -> None:
     args = nghttp2.NghttpArgs(urls=(lab_server.url(f"/bytes/{n}"),), har_file=har)
     done = subprocess.run(nghttp2.nghttp_argv(args), capture_output=True, timeout=RUN_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-3000:]
+    # nghttp's windows are 64 KiB (-w 16 -W 16): the server must resume on every WINDOW_UPDATE
+    assert len(done.stdout) == n, done.stderr[-3000:]
     assert sha256(done.stdout) == expected(n)
     (entry,) = nghttp2.parse_har(har.read_text())
     assert (entry.status, entry.http_version, entry.body_bytes) == (200, "HTTP/2.0", n)

@@ -1,0 +1,124 @@
+"""From one workload's sample rows (one cell, repetition and protocol) to the rows that go into
+samples.parquet: raw stamps stripped, `event_excess_ms` added, and the aggregates of
+lab.metrics appended (stream <NA>). Pure: no I/O, no clock.
+
+Aggregates per workload kind:
+- watch, k8s_mix: hol_spread, stalled_fraction, excess_p50/p95/p99/p999_ms
+  (lab.metrics.watch_metrics; the stall threshold is `stall_threshold_rtt` × base RTT for
+  watch, ½ base RTT for k8s_mix);
+- rpc_under_load, k8s_mix: rpc_delayed_fraction, rpc_p95_ms (lab.metrics.rpc_metrics);
+- bulk, multiplex, rpc_under_load: utilisation (median goodput ÷ downlink rate; NaN unlimited);
+- every kind: cpu_server_s, cpu_client_s, cpu_emulator_s (user+sys seconds during the
+  workload) and cpu_bound (1.0 when any of them exceeded 90 % of one core over the wall time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lab import metrics
+from lab.workloads.base import Row, row
+
+RAW_KEYS: tuple[str, ...] = ("seq", "sent_ns", "received_ns")
+ROW_KEYS: tuple[str, ...] = ("metric", "value", "unit", "stream", "mode", "early_data")
+
+
+@dataclass(frozen=True)
+class CpuUsage:
+    """CPU seconds (user+sys) of each process during one workload, and its wall time (s).
+    `emulator_s` is None when no userspace emulator ran (netem)."""
+
+    server_s: float
+    client_s: float
+    emulator_s: float | None
+    wall_s: float
+
+    def rows(self) -> list[Row]:
+        out = [row("cpu_server_s", self.server_s, "s"), row("cpu_client_s", self.client_s, "s")]
+        if self.emulator_s is not None:
+            out.append(row("cpu_emulator_s", self.emulator_s, "s"))
+        used = [self.server_s, self.client_s]
+        if self.emulator_s is not None:
+            used.append(self.emulator_s)
+        bound = self.wall_s > 0 and metrics.cpu_bound(used, self.wall_s)
+        out.append(row("cpu_bound", 1.0 if bound else 0.0, "bool"))
+        return out
+
+
+def _clean(r: Row) -> Row:
+    return {k: r.get(k) for k in ROW_KEYS}
+
+
+def watch_rows(
+    rows: Sequence[Row], n_streams: int, base_rtt_ms: float, threshold_ms: float | None
+) -> list[Row]:
+    """event_excess_ms per event plus the HOL aggregates, from `event_latency_ms` rows that
+    carry the raw stamps (stream, seq, sent_ns, received_ns)."""
+    events = [r for r in rows if r["metric"] == "event_latency_ms"]
+    if not events:
+        return []
+    frame = pd.DataFrame(
+        {
+            "stream": [int(r["stream"]) for r in events],
+            "seq": [int(r["seq"]) for r in events],
+            "sent_ns": np.array([r["sent_ns"] for r in events], dtype=np.int64),
+            "received_ns": np.array([r["received_ns"] for r in events], dtype=np.int64),
+        }
+    )
+    wm, per_event = metrics.watch_metrics(frame, n_streams, base_rtt_ms, threshold_ms)
+    out = [
+        row("event_excess_ms", x, "ms", int(s))
+        for s, x in zip(per_event["stream"], per_event["excess_ms"], strict=True)
+    ]
+    out += [row(m, v, u) for m, v, u in wm.aggregate_rows()]
+    return out
+
+
+def rpc_rows(rows: Sequence[Row], base_rtt_ms: float) -> list[Row]:
+    """rpc_delayed_fraction and rpc_p95_ms from `rpc_latency_ms` rows."""
+    lat = [r["value"] for r in rows if r["metric"] == "rpc_latency_ms"]
+    if not lat:
+        return []
+    rm = metrics.rpc_metrics(lat, base_rtt_ms=base_rtt_ms)
+    return [row(m, v, u) for m, v, u in rm.aggregate_rows()]
+
+
+def utilisation_rows(rows: Sequence[Row], rate_mbit: float | None) -> list[Row]:
+    """utilisation = median goodput_mbit ÷ the downlink rate."""
+    goodput = [r["value"] for r in rows if r["metric"] == "goodput_mbit"]
+    if not goodput:
+        return []
+    return [
+        row("utilisation", metrics.utilisation(float(np.median(goodput)), rate_mbit), "fraction")
+    ]
+
+
+def aggregate(
+    kind: str,
+    params: Any,
+    rows: Sequence[Row],
+    *,
+    base_rtt_ms: float,
+    rate_mbit: float | None,
+    cpu: CpuUsage | None = None,
+) -> list[Row]:
+    """The samples.parquet rows of one workload run: its rows (raw keys stripped), then
+    derived per-sample rows and the aggregates."""
+    out = [_clean(r) for r in rows]
+    if kind == "watch":
+        threshold = params.stall_threshold_rtt * base_rtt_ms
+        out += watch_rows(rows, params.streams, base_rtt_ms, threshold)
+    elif kind == "k8s_mix" and params.watches > 0:
+        out += watch_rows(rows, params.watches, base_rtt_ms, None)
+    if kind in ("rpc_under_load", "k8s_mix"):
+        out += rpc_rows(rows, base_rtt_ms)
+    if kind in ("bulk", "multiplex", "rpc_under_load"):
+        out += utilisation_rows(rows, rate_mbit)
+    if cpu is not None:
+        out += cpu.rows()
+    return out

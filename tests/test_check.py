@@ -1,0 +1,144 @@
+"""`lab check`: thresholds that must pass and must fail on fixture runs, file:line errors,
+no-data errors, and well-formed JUnit XML listing every threshold."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from fixtures.make_run import make_fixture_run
+
+from lab.check import check_run, load_thresholds
+from lab.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "scenarios" / "thresholds.yaml"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("runs")
+    return {
+        "good": make_fixture_run(d, repetitions=3),
+        # h3 50% slower/larger everywhere: 0-RTT TTFB ≈ 1.65 RTT, cold TTFB ratio ≈ 1.0
+        "shifted": make_fixture_run(d, shift=1.5, repetitions=3),
+    }
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "t.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_shipped_thresholds_pass_on_a_good_run(runs: dict[str, Path], tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    rc = main(["check", str(runs["good"]), "--thresholds", str(SHIPPED), "--junit", str(junit)])
+    assert rc == 0
+    root = ET.parse(junit).getroot()
+    cases = root.findall("./testsuite/testcase")
+    names = {t.threshold.name for t in load_thresholds(SHIPPED)}
+    assert {c.get("name") for c in cases} == names
+    assert not root.findall(".//failure") and not root.findall(".//error")
+
+
+def test_shipped_thresholds_fail_on_a_shifted_run(runs: dict[str, Path], tmp_path: Path) -> None:
+    report, xml = check_run(runs["shifted"], SHIPPED)
+    assert report.exit_code == 1
+    failed = {r.name for r in report.results if r.status == "fail"}
+    assert {"h3-zero-rtt-ttfb", "h3-cold-ttfb-ratio", "h3-rpc-under-load-p95-ratio"} <= failed
+    root = ET.fromstring(xml)
+    suite = root.find("testsuite")
+    assert suite is not None and suite.get("failures") == str(len(failed))
+    failures = root.findall(".//testcase/failure")
+    assert len(failures) == len(failed)
+    assert all(f.get("message") for f in failures)
+    rc = main(["check", str(runs["shifted"]), "--thresholds", str(SHIPPED)])
+    assert rc == 1
+
+
+def test_absolute_ratio_statistics_and_where(runs: dict[str, Path], tmp_path: Path) -> None:
+    f = _write(
+        tmp_path,
+        """thresholds:
+  - {name: p95-samples, workload: handshake, metric: ttfb_rtt, protocol: h2, mode: cold,
+     over: samples, statistic: p95, max: 6.5}
+  - {name: too-strict, workload: handshake, metric: ttfb_rtt, protocol: h2, mode: cold,
+     statistic: min, max: 2.5}
+  - {name: ratio-at-16, workload: watch, metric: hol_spread, ratio: h3/h2,
+     where: {watch.streams: 16, link.loss.rate: 0.02}, max: 0.2}
+  - {name: loss-by-link, workload: bulk, metric: goodput_mbit, protocol: h2,
+     where: {loss_rate: 0.02}, min: 14, max: 16}
+""",
+    )
+    report, _ = check_run(runs["good"], f)
+    status = {r.name: r.status for r in report.results}
+    assert status == {
+        "p95-samples": "pass",
+        "too-strict": "fail",
+        "ratio-at-16": "pass",
+        "loss-by-link": "pass",
+    }
+    ratio = next(r for r in report.results if r.name == "ratio-at-16")
+    assert [c.cell for c in ratio.cells] == ["c008"]  # the only cell at loss 2%, 16 streams
+    assert ratio.cells[0].value == pytest.approx(0.07, abs=0.03)
+
+
+def test_threshold_matching_no_data_is_an_error(runs: dict[str, Path], tmp_path: Path) -> None:
+    f = _write(
+        tmp_path,
+        """thresholds:
+  - {name: no-such-cell, workload: watch, metric: hol_spread, protocol: h3,
+     where: {watch.streams: 64}, max: 0.25}
+  - {name: no-such-axis, workload: watch, metric: hol_spread, protocol: h3,
+     where: {k8s.pods: 3}, max: 0.25}
+  - {name: no-k8s-mix, workload: k8s_mix, metric: rpc_p95_ms, protocol: h3, max: 100}
+  - {name: h2-has-no-0rtt, workload: handshake, metric: ttfb_rtt, protocol: h2,
+     mode: zero_rtt, max: 1.5}
+""",
+    )
+    report, xml = check_run(runs["good"], f)
+    assert [r.status for r in report.results] == ["error"] * 4
+    assert all("matches no data" in r.message for r in report.results)
+    assert report.exit_code == 1
+    root = ET.fromstring(xml)
+    assert len(root.findall(".//testcase/error")) == 4
+    assert main(["check", str(runs["good"]), "--thresholds", str(f)]) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "words"),
+    [
+        ("thresholds:\n  - name: a\n    workload: watch\n    metric: hol_spread\n"
+         "    protocol: h3\n    maxx: 0.25\n", 6, "maxx"),
+        ("thresholds:\n  - name: a\n    workload: watch\n    metric: hol_sprad\n"
+         "    protocol: h3\n    max: 0.25\n", 4, "unknown metric"),
+        ("thresholds:\n  - name: a\n    workload: watch\n    metric: hol_spread\n"
+         "    protocol: h3\n    statistic: p95x\n    max: 1\n", 6, "statistic"),
+        ("thresholds:\n  - name: a\n    workload: watch\n    metric: hol_spread\n"
+         "    max: 1\n", 2, "protocol"),
+        ("thresholds:\n  - name: a\n    workload: watch\n    metric: hol_spread\n"
+         "    protocol: h3\n    max: [1\n", 7, "YAML"),
+    ],
+)  # fmt: skip
+def test_bad_field_gives_file_line_and_exit_2(
+    runs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    body: str,
+    line: int,
+    words: str,
+) -> None:
+    f = _write(tmp_path, body)
+    junit = tmp_path / "j.xml"
+    rc = main(["check", str(runs["good"]), "--thresholds", str(f), "--junit", str(junit)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"{f}:{line}:" in err
+    assert words in err
+    assert not junit.exists()
+
+
+def test_not_a_run_is_exit_2(tmp_path: Path) -> None:
+    assert main(["check", str(tmp_path), "--thresholds", str(SHIPPED)]) == 2

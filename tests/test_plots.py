@@ -1,0 +1,168 @@
+"""Plots drawn from fixture results: the returned axes carry the expected lines and labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures.make_run import BASE_RTT_MS, make_fixture_run
+from matplotlib.figure import Figure
+
+from lab import plots
+from lab.results import load, samples_frame
+from lab.significance import with_link_columns
+
+
+@pytest.fixture(scope="module")
+def run_df(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    run = load(make_fixture_run(tmp_path_factory.mktemp("runs"), repetitions=3))
+    return with_link_columns(run.samples, run.meta)
+
+
+def _ax():
+    return Figure(figsize=(6, 4)).add_subplot()
+
+
+def _labels(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def _series(ax) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """label → (x, y) of every plain line and every error-bar series on the axes."""
+    out = {ln.get_label(): ln.get_data() for ln in ax.get_lines()}
+    for c in ax.containers:
+        if c.lines and c.lines[0] is not None:
+            out[c.get_label()] = c.lines[0].get_data()
+    return {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in out.items()}
+
+
+def test_ttfb_has_reference_lines_and_a_line_per_protocol_and_mode(run_df: pd.DataFrame) -> None:
+    ax = plots.plot_ttfb(run_df, _ax())
+    labels = _labels(ax)
+    assert {"1 RTT", "2 RTT", "3 RTT"} <= set(labels)
+    assert {"h2 cold", "h2 resumed", "h3 cold", "h3 resumed", "h3 zero_rtt"} <= set(labels)
+    assert "loss 0%" in ax.get_title()  # other axes fixed at their lowest value
+    series = _series(ax)
+    x, y = series["2 RTT"]
+    assert np.allclose(y, 2 * x)
+    # the h3 0-RTT point sits near 1 RTT, h2 cold near 3 RTT (fixture: +0.02…0.15 RTT)
+    assert series["h3 zero_rtt"][0][0] == pytest.approx(BASE_RTT_MS)
+    assert series["h3 zero_rtt"][1][0] == pytest.approx(1.1 * BASE_RTT_MS, rel=0.08)
+    assert series["h2 cold"][1][0] == pytest.approx(3.1 * BASE_RTT_MS, rel=0.05)
+
+
+def test_ttfb_rtt_sweep_puts_points_at_each_rtt() -> None:
+    rows = []
+    for cell, rtt in (("c0", 10.0), ("c1", 50.0), ("c2", 200.0)):
+        for rep in range(3):
+            for proto, k in (("h2", 3.0), ("h3", 2.0)):
+                ttfb = k * rtt * (1 + 0.01 * rep)
+                base = dict(cell=cell, repetition=rep, protocol=proto, workload="handshake")
+                rows.append({**base, "metric": "ttfb_ms", "value": ttfb, "unit": "ms"})
+                rows.append({**base, "metric": "ttfb_rtt", "value": ttfb / rtt, "unit": "rtt"})
+    for r in rows:
+        r.update(mode="cold", early_data=False)
+    ax = plots.plot_ttfb(samples_frame(rows), _ax())
+    x, y = _series(ax)["h3 cold"]
+    assert list(x) == pytest.approx([10.0, 50.0, 200.0])
+    assert list(y) == pytest.approx([20.2, 101.0, 404.0], rel=0.01)
+
+
+def test_zero_rtt_without_early_data_is_not_labelled_zero_rtt() -> None:
+    rows = [
+        dict(
+            cell="c0",
+            repetition=r,
+            protocol="h3",
+            workload="handshake",
+            metric=m,
+            value=v,
+            unit=u,
+            mode="zero_rtt",
+            early_data=False,
+        )
+        for r in range(3)
+        for m, v, u in (("ttfb_ms", 100.0, "ms"), ("ttfb_rtt", 2.0, "rtt"))
+    ]
+    labels = _labels(plots.plot_ttfb(samples_frame(rows), _ax()))
+    assert "h3 zero_rtt→1-RTT" in labels
+    assert "h3 zero_rtt" not in labels
+
+
+def test_goodput_against_loss_with_intervals(run_df: pd.DataFrame) -> None:
+    ax = plots.plot_goodput(run_df, _ax())
+    assert set(_labels(ax)) == {"h2", "h3"}
+    x, y = _series(ax)["h2"]
+    assert list(x) == pytest.approx([0.0, 1.0, 2.0])  # percent
+    assert all(np.diff(y) < 0)  # goodput falls with loss in the fixture
+    assert ax.get_xlabel() == "packet loss (%)"
+    # error bars exist (a LineCollection per series)
+    assert len(ax.collections) >= 2
+
+
+def test_hol_spread_against_streams(run_df: pd.DataFrame) -> None:
+    ax = plots.plot_hol_spread(run_df, _ax())
+    labels = _labels(ax)
+    assert "1/N: one stream waits" in labels
+    assert "h3, loss 1%" in labels and "h2, loss 2%" in labels
+    assert not any("loss 0%" in lab for lab in labels)  # no stalls without loss: left out
+    series = _series(ax)
+    x, y = series["h3, loss 1%"]
+    assert list(x) == [1.0, 4.0, 16.0]
+    assert y[-1] < 0.25
+    assert series["h2, loss 1%"][1][-1] > 0.8
+
+
+def test_excess_cdf_per_protocol_ends_at_one(run_df: pd.DataFrame) -> None:
+    ax = plots.plot_excess_cdf(run_df, _ax())
+    lines = ax.get_lines()
+    assert {ln.get_label().split(",")[0] for ln in lines} == {"h2", "h3"}
+    assert "16 streams" in ax.get_title()
+    for ln in lines:
+        y = np.asarray(ln.get_ydata())
+        assert y[-1] == pytest.approx(1.0)
+        assert np.all(np.diff(y) >= 0)
+
+
+def test_rpc_delay_boxes_per_protocol_and_condition(run_df: pd.DataFrame) -> None:
+    ax = plots.plot_rpc_delay(run_df, _ax())
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == [f"{p}\nloss {x}%" for x in ("0", "1", "2") for p in ("h2", "h3")]
+    assert len(ax.patches) == 6
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        plots.plot_ttfb,
+        plots.plot_goodput,
+        plots.plot_excess_cdf,
+        plots.plot_hol_spread,
+        plots.plot_rpc_delay,
+    ],
+)
+def test_plot_without_its_data_says_so(draw) -> None:
+    rows = [
+        dict(
+            cell="c0",
+            repetition=0,
+            protocol="h2",
+            workload="other",
+            metric="cpu_bound",
+            value=0.0,
+            unit="bool",
+        )
+    ]
+    ax = draw(samples_frame(rows), _ax())
+    assert any(t.get_text().startswith("no data") for t in ax.texts)
+    assert not ax.get_lines() and not ax.containers
+
+
+def test_figure_renders_png(run_df: pd.DataFrame, tmp_path: Path) -> None:
+    specs = plots.plots_for(run_df, "watch")
+    assert [s.name for s in specs] == ["hol_spread", "excess_cdf"]
+    out = tmp_path / "w.png"
+    plots.figure(specs[0], run_df).savefig(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,258 @@
+"""The runner's pure parts (protocol order, seeds, plan, samples from agent results, estimates)
+and `lab run`'s refusal of bad input (exit 2, file:line, nothing created)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab import runner
+from lab.results import samples_frame
+from lab.scenario import expand_cells, load_scenario, parse_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "scenarios"
+
+TWO_CELLS = """
+name: two
+seed: 5
+repeat: 2
+link: {delay_ms: 10, rate_mbit: 10, loss: {model: bernoulli, rate: 0.0}}
+workloads:
+  - {kind: watch, streams: 2, interval_ms: 20, duration_s: 1}
+  - {kind: handshake, modes: [cold, zero_rtt], connections: 1}
+matrix:
+  link.loss.rate: [0.0, 0.01]
+"""
+
+
+def _cells():
+    return expand_cells(parse_scenario(TWO_CELLS))
+
+
+def test_protocol_order_alternates_between_repetitions() -> None:
+    assert runner.protocol_order(["h2", "h3"], 0) == ["h2", "h3"]
+    assert runner.protocol_order(["h2", "h3"], 1) == ["h3", "h2"]
+    assert runner.protocol_order(["h2", "h3"], 2) == ["h2", "h3"]
+    assert runner.protocol_order(["h3"], 1) == ["h3"]
+
+
+def test_seeds_derive_from_the_scenario_seed() -> None:
+    cells = _cells()
+    seeds = {(c.id, r): runner.cell_seed(c, r) for c in cells for r in range(2)}
+    assert len(set(seeds.values())) == 4  # distinct per cell and repetition
+    ss = np.random.SeedSequence([5, 1, 1])
+    assert seeds[("c001", 1)] == int(ss.generate_state(1, np.uint64)[0])
+    again = {(c.id, r): runner.cell_seed(c, r) for c in _cells() for r in range(2)}
+    assert again == seeds  # reproducible
+    other = expand_cells(parse_scenario(TWO_CELLS.replace("seed: 5", "seed: 6")))
+    assert runner.cell_seed(other[0], 0) != seeds[("c000", 0)]
+
+
+def test_plan_covers_every_cell_once_per_repetition_repetition_major() -> None:
+    pairs = [(c.id, r) for c, r in runner.plan(_cells(), 2)]
+    assert pairs == [("c000", 0), ("c001", 0), ("c000", 1), ("c001", 1)]
+
+
+def _agent_result() -> dict:
+    """An agent's output for watch (2 streams, one stall on each) and handshake."""
+    ms = 1_000_000
+    events = []
+    for s in range(2):
+        for k in range(5):
+            lat = 60.0 if k == 2 else 10.0
+            sent = 20 * k * ms
+            events.append(
+                {
+                    "metric": "event_latency_ms",
+                    "value": lat,
+                    "unit": "ms",
+                    "stream": s,
+                    "seq": k,
+                    "sent_ns": sent,
+                    "received_ns": sent + int(lat * ms),
+                }
+            )
+    hs = [
+        {
+            "metric": "ttfb_ms",
+            "value": 40.0,
+            "unit": "ms",
+            "stream": 0,
+            "mode": "cold",
+            "early_data": False,
+        },
+        {
+            "metric": "ttfb_rtt",
+            "value": 2.0,
+            "unit": "rtt",
+            "stream": 0,
+            "mode": "cold",
+            "early_data": False,
+        },
+        {
+            "metric": "ttfb_ms",
+            "value": 20.0,
+            "unit": "ms",
+            "stream": 0,
+            "mode": "zero_rtt",
+            "early_data": True,
+        },
+        {
+            "metric": "ttfb_rtt",
+            "value": 1.0,
+            "unit": "rtt",
+            "stream": 0,
+            "mode": "zero_rtt",
+            "early_data": True,
+        },
+    ]
+    cpu = {"server_s": 0.2, "client_s": 0.3, "emulator_s": 0.1}
+    return {
+        "protocol": "h3",
+        "workloads": [
+            {"index": 0, "kind": "watch", "rows": events, "error": None, "wall_s": 1.0, "cpu": cpu},
+            {
+                "index": 1,
+                "kind": "handshake",
+                "rows": hs,
+                "error": None,
+                "wall_s": 0.5,
+                "cpu": dict(cpu),
+            },
+        ],
+    }
+
+
+def test_cell_frame_from_agent_rows() -> None:
+    cell = _cells()[1]
+    frame, errors = runner.cell_frame(cell, 1, "h3", "reference", _agent_result(), emulator=True)
+    assert errors == []
+    df = samples_frame(frame)  # the results contract accepts it
+    assert set(df["cell"]) == {"c001"} and set(df["repetition"]) == {1}
+    assert set(df["protocol"]) == {"h3"} and set(df["implementation"]) == {"reference"}
+    assert (df["link.loss.rate"] == 0.01).all()  # the axis column
+    assert not {"seq", "sent_ns", "received_ns"} & set(df.columns)
+    watch = df[df["workload"] == "watch"].set_index("metric")
+    agg = watch[watch["stream"].isna()]["value"]
+    assert agg["hol_spread"] == pytest.approx(1.0)  # both streams stalled together
+    assert agg["stalled_fraction"] == pytest.approx(0.2)
+    assert agg["excess_p50_ms"] == pytest.approx(0.0)
+    assert agg["cpu_emulator_s"] == pytest.approx(0.1)
+    assert agg["cpu_bound"] == 0.0
+    assert (watch.loc["event_excess_ms"]["value"] >= 0).all()
+    hs = df[df["workload"] == "handshake"]
+    zero = hs[(hs["metric"] == "ttfb_rtt") & (hs["mode"] == "zero_rtt")]
+    assert list(zero["early_data"]) == [True]
+    hs_agg = hs[hs["stream"].isna()].set_index("metric")["value"]
+    assert hs_agg["cpu_bound"] == 0.0  # 0.3 s of 0.5 s = 60 % of a core at most
+
+
+def test_cell_frame_flags_cpu_bound_and_reports_failures() -> None:
+    cell = _cells()[0]
+    result = _agent_result()
+    result["workloads"][1]["cpu"]["server_s"] = 0.46  # 92 % of one core over 0.5 s
+    result["workloads"][0]["error"] = "TimeoutError: boom"
+    frame, errors = runner.cell_frame(cell, 0, "h2", "reference", result, emulator=False)
+    assert errors == [("watch", "TimeoutError: boom")]
+    assert set(frame["workload"]) == {"handshake"}
+    agg = frame[frame["stream"].isna()].set_index("metric")["value"]
+    assert agg["cpu_bound"] == 1.0
+    assert "cpu_emulator_s" not in agg.index  # no userspace emulator with netem
+
+
+def test_axis_values_are_parquet_friendly() -> None:
+    assert runner.axis_value(0.01) == 0.01
+    assert runner.axis_value({"model": "bernoulli", "rate": 0.01}) == (
+        '{"model": "bernoulli", "rate": 0.01}'
+    )
+    assert runner.axis_value(["h2"]) == '["h2"]'
+
+
+def test_bytes_sizes_lists_what_the_workloads_fetch() -> None:
+    cell = expand_cells(load_scenario(SCENARIOS / "lossy.yaml"))[0]
+    assert runner.bytes_sizes(cell) == (100, 1000, 25000, 1500000, 2000000)
+
+
+def test_shipped_scenarios_estimates() -> None:
+    """lossy.yaml's own estimate stays within its 10-minute budget; smoke within 60 s."""
+    for name, budget in (("lossy", 600), ("smoke", 60)):
+        sc = load_scenario(SCENARIOS / f"{name}.yaml")
+        _, _, est = runner.describe(sc, runner.RunOptions())
+        assert 0 < est <= budget * 1.25, (name, est)
+    for name in ("baseline", "bursty", "handshake", "k8s"):
+        sc = load_scenario(SCENARIOS / f"{name}.yaml")
+        assert sc.repeat >= 3
+    bursty = load_scenario(SCENARIOS / "bursty.yaml")
+    lossy = load_scenario(SCENARIOS / "lossy.yaml")
+    assert bursty.link_spec.downlink.loss.mean_loss == pytest.approx(
+        lossy.link_spec.downlink.loss.rate, rel=0.01
+    )
+    rtts = [c.link.base_rtt_ms for c in expand_cells(load_scenario(SCENARIOS / "handshake.yaml"))]
+    assert min(rtts) == 10 and max(rtts) == 200
+
+
+def test_effective_rate_caps_by_loss() -> None:
+    lossless, lossy = _cells()
+    assert runner.effective_rate(lossless) == 10
+    assert runner.effective_rate(lossy) < 10  # 1 % at 20 ms RTT: Mathis ≈ 7 Mbit/s
+
+
+# --- lab run refuses bad input ---------------------------------------------------------------
+def _lab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lab", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_invalid_scenario_exit_2_file_line_nothing_created(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\nrepeat: 1\nlink: {delay_ms: 10}\nworkloads:\n"
+        "  - {kind: bulk, bytes: 1000}\n  - {kind: watch, streems: 4}\n"
+    )
+    out = tmp_path / "results"
+    p = _lab("run", str(bad), "--out", str(out), "--yes", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert f"{bad}:6:" in p.stderr and "streems" in p.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [bad]
+    assert "run " not in p.stdout  # the runner never started: no topology, no namespace
+
+
+def test_run_needs_a_scenario_or_resume(tmp_path: Path) -> None:
+    p = _lab("run", cwd=tmp_path)
+    assert p.returncode == 2
+    p = _lab("run", "--resume", str(tmp_path / "nope"), cwd=tmp_path)
+    assert p.returncode == 2 and "run.json" in p.stderr
+
+
+def test_unsupported_workload_for_server_is_refused(tmp_path: Path) -> None:
+    sc = tmp_path / "caddy.yaml"
+    sc.write_text("name: c\nrepeat: 1\nserver: caddy\nworkloads:\n  - {kind: watch, streams: 2}\n")
+    p = _lab("run", str(sc), "--out", str(tmp_path / "r"), "--yes", cwd=tmp_path)
+    assert p.returncode == 2 and "watch" in p.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_summary_frame_round_trip() -> None:
+    """Samples built by cell_frame summarise into one row per cell × protocol × workload."""
+    from lab.results import summarise
+
+    cell = _cells()[1]
+    f1, _ = runner.cell_frame(cell, 0, "h3", "reference", _agent_result(), emulator=True)
+    f2, _ = runner.cell_frame(cell, 1, "h3", "reference", _agent_result(), emulator=True)
+    summary = summarise(samples_frame(pd.concat([f1, f2], ignore_index=True)))
+    assert len(summary) == 2
+    assert set(summary["n_repetitions"]) == {2}
+    assert summary.set_index("workload").loc["handshake", "ttfb_rtt_zero_rtt"] == 1.0
