@@ -393,6 +393,25 @@ def junit_xml(report: CheckReport, run_id: str) -> bytes:
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
 
 
+def with_scenario_fields(
+    samples: pd.DataFrame, meta: dict[str, Any], keys: set[str]
+) -> pd.DataFrame:
+    """Add a constant column for each `<kind>.<field>` key that is not a matrix axis but a fixed
+    field of the scenario's workload of that kind (e.g. `watch.streams: 16` without a sweep),
+    so a `where` on it matches every cell."""
+    workloads = (meta.get("scenario") or {}).get("workloads") or []
+    extra: dict[str, Any] = {}
+    for key in keys:
+        if key in samples.columns or "." not in key:
+            continue
+        kind, fld = key.split(".", 1)
+        for w in workloads:
+            if isinstance(w, dict) and w.get("kind") == kind and fld in w:
+                extra[key] = w[fld]
+                break
+    return samples.assign(**extra) if extra else samples
+
+
 # --- entry points for the CLI -------------------------------------------------------------
 def check_run(run_dir: str | Path, thresholds_file: str | Path) -> tuple[CheckReport, bytes]:
     """Load a run and a thresholds file, evaluate; returns (report, JUnit XML bytes).
@@ -402,7 +421,9 @@ def check_run(run_dir: str | Path, thresholds_file: str | Path) -> tuple[CheckRe
 
     loaded = load_thresholds(thresholds_file)
     run = load(run_dir)
-    report = check(with_link_columns(run.samples, run.meta), loaded)
+    samples = with_link_columns(run.samples, run.meta)
+    keys = {k for t in loaded for k in t.threshold.where}
+    report = check(with_scenario_fields(samples, run.meta, keys), loaded)
     return report, junit_xml(report, str(run.meta.get("run_id", Path(run_dir).name)))
 
 

@@ -205,6 +205,7 @@ class CellOutcome:
     prefix: str = ""  # the topology's name prefix (namespaces <prefix>-cli/-rtr/-srv)
     errors: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # emulator flags (lateness, TUN drops)
+    load_avg: float | None = None  # host 1-min load average at the end (other processes' CPU)
     setup_s: float = 0.0
     workload_s: float = 0.0
     collect_s: float = 0.0
@@ -389,6 +390,7 @@ class Runner:
             topo.down()
             out.teardown_s = time.monotonic() - td
             out.wall_s = time.monotonic() - t0
+            out.load_avg = round(os.getloadavg()[0], 2)
         return out
 
     def _apply_netem(self, topo: Any, cell: Cell) -> None:
@@ -569,6 +571,7 @@ class Runner:
             "prefix": o.prefix,
             "ok": o.ok,
             "problems": o.problems,
+            "load_avg_1min": o.load_avg,
             "errors": o.errors,
             "finished_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **{

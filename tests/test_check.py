@@ -142,3 +142,15 @@ def test_bad_field_gives_file_line_and_exit_2(
 
 def test_not_a_run_is_exit_2(tmp_path: Path) -> None:
     assert main(["check", str(tmp_path), "--thresholds", str(SHIPPED)]) == 2
+
+
+def test_where_on_a_fixed_workload_field_uses_the_scenario() -> None:
+    import pandas as pd
+
+    from lab.check import with_scenario_fields
+
+    meta = {"scenario": {"workloads": [{"kind": "watch", "streams": 16}, {"kind": "bulk"}]}}
+    df = pd.DataFrame({"cell": ["c0", "c0"], "value": [1.0, 2.0]})
+    out = with_scenario_fields(df, meta, {"watch.streams", "bulk.bytes", "loss_rate"})
+    assert list(out["watch.streams"]) == [16, 16]
+    assert "bulk.bytes" not in out.columns and "loss_rate" not in out.columns
