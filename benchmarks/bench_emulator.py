@@ -41,24 +41,25 @@ EMU_KW: dict[str, float] = {}
 
 
 # --- probe processes (run inside a namespace) ------------------------------------------------
-def role_send(dst: str, port: int, pps: float, duration: float, size: int) -> None:
-    """Send `pps` timestamped UDP datagrams per second; print how many were sent."""
+def role_send(dst: str, port: int, pps: float, duration: float, size: int, catch_up: bool) -> None:
+    """Send `pps` timestamped UDP datagrams per second; print how many were sent.
+
+    Without `catch_up`, after a scheduling hiccup the next batch still waits ≥ half an interval,
+    so probes never queue behind each other in a rate-limited link (that queueing is configured
+    behaviour, not emulator error); with it, late batches are sent back to back (floods)."""
     fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     pad = b"\0" * (size - HDR.size)
-    interval = 1e9 / pps
     batch = max(1, int(pps / 2000))  # send in small bursts every ≥ 0.5 ms at high rates
+    step = int(1e9 / pps * batch)
     mono = time.monotonic_ns
     wall = time.time_ns
-    start = mono()
-    end = start + int(duration * 1e9)
+    end = mono() + int(duration * 1e9)
+    due = mono()
     seq = 0
-    while True:
-        due = start + int(seq * interval)
+    while due < end:
         now = mono()
-        if due >= end:
-            break
         if due - now > 200_000:
             time.sleep((due - now - 150_000) / 1e9)
             continue
@@ -68,6 +69,7 @@ def role_send(dst: str, port: int, pps: float, duration: float, size: int) -> No
             with contextlib.suppress(BlockingIOError):
                 s.sendto(HDR.pack(seq, wall()) + pad, (dst, port))
             seq += 1
+        due = due + step if catch_up else max(due + step, mono() + step // 2)
     print(json.dumps({"sent": seq}), flush=True)
 
 
@@ -144,7 +146,14 @@ def _pct(values: list[int], q: float) -> float:
 
 
 def udp_run(
-    topo: Topology, link: LinkSpec, pps_total: float, duration: float, base_ns: int, tmp: Path
+    topo: Topology,
+    link: LinkSpec,
+    pps_total: float,
+    duration: float,
+    base_ns: int,
+    tmp: Path,
+    *,
+    catch_up: bool = False,
 ) -> dict:
     """UDP probes at pps_total/2 in each direction at once; returns the figures of one row."""
     out = tmp / f"udp{pps_total:.0f}"
@@ -163,14 +172,16 @@ def udp_run(
             (topo.client_ns, topo.server_v4, 9400),
             (topo.server_ns, topo.client_v4, 9401),
         ):
-            sends.append(_spawn(topo, ns, "send", dst, port, pps_total / 2, duration, payload))
+            sends.append(
+                _spawn(topo, ns, "send", dst, port, pps_total / 2, duration, payload, int(catch_up))
+            )
         sent = sum(json.loads(p.communicate()[0])["sent"] for p in sends)
         wall = time.monotonic() - t0
         results = [json.loads(p.communicate()[0]) for p in recvs]
     rep = emu_report(out)
     received = sum(r["received"] for r in results)
     errs = [lat - base_ns for r in results for lat in r["latency_ns"]]
-    return _row(rep, duration, sent=sent, received=received, errs=errs, wall=wall)
+    return _row(rep, duration, sent=sent, received=received, errs=errs, wall_s=wall)
 
 
 def emu_report(out: Path) -> EmulatorReport:
@@ -206,7 +217,7 @@ def tcp_run(topo: Topology, rate_mbit: float, duration: float, tmp: Path) -> dic
         wall = time.monotonic() - t0
         srv.communicate()
     rep = emu_report(out)
-    return _row(rep, duration, goodput_mbit=got * 8 / duration / 1e6, wall=wall)
+    return _row(rep, duration, goodput_mbit=got * 8 / duration / 1e6, wall_s=wall)
 
 
 def main() -> None:
@@ -223,7 +234,7 @@ def main() -> None:
     if args.role:
         r, *a = args.role
         if r == "send":
-            role_send(a[0], int(a[1]), float(a[2]), float(a[3]), int(a[4]))
+            role_send(a[0], int(a[1]), float(a[2]), float(a[3]), int(a[4]), a[5] == "1")
         elif r == "recv":
             role_recv(a[0], int(a[1]), float(a[2]), a[3])
         elif r == "tcp-server":
@@ -266,7 +277,7 @@ def udp_capacity(topo: Topology, rates: str, duration: float, tmp: Path) -> None
     link = LinkSpec(uplink=spec, downlink=spec)
     rows = []
     for rate in (float(x) for x in rates.split(",")):
-        rows.append(udp_run(topo, link, rate, duration, int(25e6), tmp))
+        rows.append(udp_run(topo, link, rate, duration, int(25e6), tmp, catch_up=True))
         rows[-1]["target"] = rate
     _print_udp(rows)
 

@@ -20,6 +20,7 @@ receiver rate within ±5 % of `rate_mbit`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import subprocess
 import tempfile
@@ -95,7 +96,7 @@ def count_reordered(seqs: Sequence[int]) -> int:
     for i, s in enumerate(seqs):
         pos.setdefault(s, i)
     order = sorted(pos)
-    return sum(1 for a, b in zip(order, order[1:], strict=False) if pos[b] < pos[a])
+    return sum(1 for a, b in itertools.pairwise(order) if pos[b] < pos[a])
 
 
 def quantiles_ms(values_ns: Sequence[int] | np.ndarray) -> dict[str, float | None]:
@@ -398,6 +399,7 @@ class Measurement:
     emulator: dict[str, Any] | None = None  # EmulatorReport.raw
     emulator_problems: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    topology_prefix: str = ""  # run prefix of the (removed) namespaces
 
 
 def _ms(x: float | None, digits: int = 2) -> str:
@@ -662,6 +664,7 @@ class CalibrationResult:
             "cell": self.cell,
             "backend": m.backend,
             "seed": m.seed,
+            "topology_prefix": m.topology_prefix,
             "passed": self.ok,
             "elapsed_s": round(m.elapsed_s, 3),
             "link": self.link.model_dump(mode="json"),
@@ -882,6 +885,7 @@ def measure(
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lab-cal-")))
         prog("topology", 0, 1)
         topo = stack.enter_context(Topology(tun_steering=backend == "emulator"))
+        prefix = topo.prefix
         prog("topology", 1, 1)
         with _impairment(topo, backend, link, seed, out_dir) as emu_report:
             probe_stats = _probe_phase(topo, link, probes, interval_s, prog)
@@ -896,6 +900,7 @@ def measure(
         emulator=emu_report.get("raw"),
         emulator_problems=emu_report.get("problems", []),
         elapsed_s=time.monotonic() - started,
+        topology_prefix=prefix,
     )
 
 

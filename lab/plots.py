@@ -229,9 +229,10 @@ def plot_goodput(df: pd.DataFrame, ax: Axes, *, workload: str | None = "bulk") -
             label += ", " + _cond_label(cond, lv)
             style = LINESTYLES[levels.index(lv) % len(LINESTYLES)]
         _errorbar(ax, s, xcol, scale=100.0, color=_color(key[0]), marker="o", ls=style, label=label)
+    ax.set_xlim(-0.1, float(summary[xcol].max()) * 115 + 0.1)  # from 0 %, also for one value
     ax.set_xlabel("packet loss (%)")
     ax.set_ylabel("goodput (Mbit/s), median, 95% CI")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # headroom: a single point is not cut off
     ax.set_title(_title(title, note))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
@@ -291,7 +292,8 @@ def plot_hol_spread(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch
     summary = _summarise_x(rows, "n_streams", [*keys, *cond], "hol_spread")
     levels = list(summary[cond].drop_duplicates().itertuples(index=False)) if cond else [()]
     ns = np.array(sorted(summary["n_streams"].unique()), dtype=float)
-    grid = np.geomspace(max(ns.min(), 1.0), max(ns.max(), 2.0), 50)
+    lo, hi = max(ns.min() / 1.5, 0.75), ns.max() * 1.5  # room around a single stream count
+    grid = np.geomspace(lo, hi, 50)
     ax.plot(grid, np.ones_like(grid), color="0.6", linestyle="--", label="1: all streams wait")
     ax.plot(grid, 1 / grid, color="0.6", linestyle=":", label="1/N: one stream waits")
     for key, s in summary.groupby([*keys, *cond], sort=True):
@@ -304,6 +306,7 @@ def plot_hol_spread(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(int(n)) for n in ns])
     ax.minorticks_off()
+    ax.set_xlim(lo, hi)
     ax.set_ylim(0, 1.1)
     ax.set_xlabel("concurrent streams on the connection")
     ax.set_ylabel("HOL spread (median, 95% CI)")

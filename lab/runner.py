@@ -555,7 +555,7 @@ class Runner:
                 outcomes.append(outcome)
                 self._record_cell(outcome)
                 self.hooks.cell_finished(outcome)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM, SIGHUP: stop cleanly
             interrupted = True
         finally:
             self.hooks.close()

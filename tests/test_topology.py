@@ -219,3 +219,17 @@ def test_clean_skips_live_runs(topology: Topology) -> None:
     report = clean(topology.prefix)
     assert report.skipped_live == [topology.prefix]
     assert set(topology.names.namespaces) <= set(nsenter.list_namespaces())
+
+
+def test_forked_child_exit_does_not_tear_down_parent(topology: Topology) -> None:
+    pid = os.fork()
+    if pid == 0:  # child: a normal interpreter exit runs atexit → the registry
+        try:
+            sys.exit(0)
+        finally:
+            import atexit
+
+            atexit._run_exitfuncs()
+            os._exit(0)  # never return into pytest in the child
+    os.waitpid(pid, 0)
+    assert set(topology.names.namespaces) <= set(nsenter.list_namespaces())

@@ -176,23 +176,16 @@ class _ServerConnection(QuicDriver):
         self.nursery.start_soon(self._run_request, stream)
 
     def _build_request(self, stream: _RequestStream) -> Request | None:
-        pseudo: dict[bytes, bytes] = {}
-        regular: list[tuple[str, str]] = []
-        for name, value in stream.headers:
-            if name.startswith(b":"):
-                pseudo[name] = value
-            else:
-                regular.append((name.decode("latin-1"), value.decode("latin-1")))
-        method, path = pseudo.get(b":method"), pseudo.get(b":path")
+        """The Request; headers include the pseudo-headers, as on h2 (None: no method/path)."""
+        headers = tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in stream.headers)
+        pseudo = {n: v for n, v in headers if n.startswith(":")}
+        method, path = pseudo.get(":method"), pseudo.get(":path")
         if not method or not path:
             return None
-        authority = pseudo.get(b":authority")
-        if authority and not any(k == "host" for k, _ in regular):
-            regular.insert(0, ("host", authority.decode("latin-1")))
         return Request(
-            method=method.decode("latin-1"),
-            path=path.decode("latin-1"),
-            headers=tuple(regular),
+            method=method,
+            path=path,
+            headers=headers,
             body=bytes(stream.body),
             protocol="h3",
             stream_id=stream.stream_id,

@@ -34,6 +34,7 @@ class TeardownRegistry:
     _items: dict[int, tuple[str, Callable[[], object]]] = field(default_factory=dict)
     _next: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _owner_pid: int = field(default_factory=os.getpid)
 
     def push(self, label: str, fn: Callable[[], object]) -> int:
         """Register `fn`; returns a handle for `discard`/`run`."""
@@ -55,7 +56,10 @@ class TeardownRegistry:
             _call(*item)
 
     def run_all(self) -> None:
-        """Run every pending callback, newest first; errors are logged, not raised."""
+        """Run every pending callback, newest first; errors are logged, not raised.
+        Does nothing in a forked child (the parent owns the objects)."""
+        if os.getpid() != self._owner_pid:
+            return
         while True:
             with self._lock:
                 if not self._items:
