@@ -175,8 +175,13 @@ def test_axis_values_are_parquet_friendly() -> None:
 
 
 def test_bytes_sizes_lists_what_the_workloads_fetch() -> None:
-    cell = expand_cells(load_scenario(SCENARIOS / "lossy.yaml"))[0]
-    assert runner.bytes_sizes(cell) == (100, 1000, 25000, 1500000, 2000000)
+    sc = parse_scenario(
+        "name: b\nworkloads:\n  - {kind: bulk, bytes: 2000000}\n"
+        "  - {kind: multiplex, object_bytes: 25000}\n"
+        "  - {kind: rpc_under_load, rpc_bytes: 1000, bulk_bytes: 1500000}\n"
+        "  - {kind: handshake, response_bytes: 100}\n  - {kind: watch}\n"
+    )
+    assert runner.bytes_sizes(expand_cells(sc)[0]) == (100, 1000, 25000, 1500000, 2000000)
 
 
 def test_shipped_scenarios_estimates() -> None:

@@ -149,6 +149,7 @@ class H3Connection(QuicDriver):
             for data, _addr, rx_ns in batch:
                 self.receive(data, self.peer, rx_ns)
             await self.transmit()
+            self.wake()
             self._check_resets()
 
     def _check_resets(self) -> None:

@@ -41,6 +41,7 @@ class QuicDriver:
         self.close_reason: Any = None
         self.reset_streams: set[int] = set()
         self._progress = trio.Event()
+        self._waiting = False  # a task waits on _progress
         self._timer_scope: trio.CancelScope | None = None
         self._closing_since: float | None = None  # trio time the engine started closing
         # backlog above which a writer waits: the engine's buffer must cover the bandwidth-delay
@@ -74,7 +75,6 @@ class QuicDriver:
             if self.h3 is not None and not self.terminated:
                 for h3_event in self.h3.handle_event(event):
                     self.on_h3_event(h3_event, rx_ns)
-        self.wake()
         if self.terminated:
             self.on_terminated()
 
@@ -90,7 +90,8 @@ class QuicDriver:
         """An H3 event (HeadersReceived, DataReceived, …) from a datagram received at rx_ns."""
 
     def on_terminated(self) -> None:
-        """The connection ended (after draining); default: stop the timer."""
+        """The connection ended (after draining); default: stop the timer, wake writers."""
+        self.wake()
         if self._timer_scope is not None:
             self._timer_scope.cancel()
 
@@ -117,12 +118,16 @@ class QuicDriver:
             await self.endpoint.send_many(datagrams)
 
     def wake(self) -> None:
-        """Wake the writers waiting for flow-control / congestion progress."""
-        self._progress.set()
-        self._progress = trio.Event()
+        """Wake the writers waiting for flow-control / congestion progress (call after input
+        was processed: a batch of datagrams, a timer, a termination)."""
+        if self._waiting:
+            self._waiting = False
+            self._progress.set()
+            self._progress = trio.Event()
 
     async def wait_progress(self) -> None:
         """Wait until the engine processed input (ACKs, window updates) or its timer fired."""
+        self._waiting = True
         await self._progress.wait()
 
     def stream_closed(self, stream_id: int) -> bool:
@@ -194,4 +199,5 @@ class QuicDriver:
                 except Exception as exc:
                     self.fail(exc)
                 await self.transmit()
+                self.wake()
                 await trio.sleep(0)

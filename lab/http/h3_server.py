@@ -307,6 +307,7 @@ class _H3Server:
                     touched[id(conn)] = conn
             for conn in touched.values():
                 await conn.transmit()
+                conn.wake()
 
     def _route(self, data: bytes, addr: Any) -> _ServerConnection | None:
         try:

@@ -148,12 +148,15 @@ def _qh3_connection_class(base: type, pull_raw_header: Any, cid_length_of: Any) 
             self._lab_packet_is_zero_rtt = False
 
         def _call_core(self, operation: Any, *args: Any) -> Any:
-            if getattr(operation, "__name__", "") == "receive_datagram" and args:
-                try:
-                    header = pull_raw_header(args[0], 0, cid_length_of(self))
-                    self._lab_packet_is_zero_rtt = header[1] == ZERO_RTT_PACKET_TYPE
-                except ValueError:
-                    self._lab_packet_is_zero_rtt = False
+            if args and getattr(operation, "__name__", "") == "receive_datagram":
+                packet = args[0]
+                self._lab_packet_is_zero_rtt = False
+                if packet and packet[0] & 0x80:  # long header; short-header packets are 1-RTT
+                    try:
+                        header = pull_raw_header(packet, 0, cid_length_of(self))
+                        self._lab_packet_is_zero_rtt = header[1] == ZERO_RTT_PACKET_TYPE
+                    except ValueError:
+                        pass
             return super()._call_core(operation, *args)
 
         def _drain_core(self) -> None:
