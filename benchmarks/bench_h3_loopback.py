@@ -230,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         for stack in ("minimal", "minimal-fed", "lab"):
             rows.append(_measure(stack, engine, n, args.repeat, certs))
     versions = {e: load_engine(e).version for e in args.engines}  # type: ignore[arg-type]
+    print("lab/min: the lab's goodput over the better minimal pair of the same engine")
     print(f"one {n / 1e6:.0f} MB download over h3 on loopback, median of {args.repeat}; {versions}")
     print(
-        f"{'stack':8} {'engine':8} {'Mbit/s':>8} {'lab/min':>8} {'srv CPU s/GB':>13} "
+        f"{'stack':11} {'engine':8} {'Mbit/s':>8} {'lab/min':>8} {'srv CPU s/GB':>13} "
         f"{'cli CPU s/GB':>13}  runs"
     )
     base: dict[str, float] = {}  # the better of the two minimal pairs, per engine
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = r["mbit_s"] / base[r["engine"]] if r["engine"] in base else float("nan")
         runs = " ".join(f"{x:.0f}" for x in r["runs"])
         print(
-            f"{r['stack']:8} {r['engine']:8} {r['mbit_s']:8.1f} {ratio:8.2f} "
+            f"{r['stack']:11} {r['engine']:8} {r['mbit_s']:8.1f} {ratio:8.2f} "
             f"{r['server_cpu_s_per_gb']:13.1f} {r['client_cpu_s_per_gb']:13.1f}  {runs}"
         )
     return 0

@@ -921,6 +921,8 @@ def calibrate_cell(
     if progress:
         progress("evaluate", 0, 1)
     checks = evaluate(link, m, seed)
+    if progress:
+        progress("evaluate", 1, 1)
     return CalibrationResult(scenario_name, cell.id, link, m, checks)
 
 

@@ -406,6 +406,10 @@ def measure_udp(
     totals = {"packets": 0, "start": 0, "end": 0}
 
     def receive() -> None:
+        with realtime():
+            _receive()
+
+    def _receive() -> None:
         rx.settimeout(0.05)
         quiet_deadline: float | None = None
         while not stop.is_set():
@@ -423,6 +427,10 @@ def measure_udp(
             arrivals.sizes.append(n)
 
     def send() -> None:
+        with realtime():  # a stalled sender lets the queue run dry and the link idle
+            _send()
+
+    def _send() -> None:
         payload = bytes(payload_bytes)
         pkt_ip = payload_bytes + overhead
         pps = offered_ip_mbit * 1e6 / 8 / pkt_ip

@@ -371,8 +371,9 @@ class Runner:
             frames = [f for f in frames if len(f)]
             if frames:
                 self.writer.append_samples(pd.concat(frames, ignore_index=True))
-            self.writer.mark_completed(cell.id, repetition)
             out.ok = True
+            self._stage_record(out)  # persisted with the completed pair, in one write
+            self.writer.mark_completed(cell.id, repetition)
             out.collect_s = time.monotonic() - tc
         except Exception as e:  # the cell failed; the run goes on
             msg = f"{type(e).__name__}: {e}"
@@ -381,13 +382,14 @@ class Runner:
         finally:
             td = time.monotonic()
             self.hooks.phase("teardown")
-            for agent in agents:
-                _stop_process(agent.proc, 0.5)
-            _stop_process(server)
-            if emu is not None:
-                with contextlib.suppress(Exception):
-                    emu._kill()
-            topo.down()
+            with _deferred_interrupts():  # a second Ctrl-C must not cut the teardown short
+                for agent in agents:
+                    _stop_process(agent.proc, 0.5)
+                _stop_process(server)
+                if emu is not None:
+                    with contextlib.suppress(Exception):
+                        emu._kill()
+                topo.down()
             out.teardown_s = time.monotonic() - td
             out.wall_s = time.monotonic() - t0
             out.load_avg = round(os.getloadavg()[0], 2)
@@ -564,21 +566,35 @@ class Runner:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return outcomes, interrupted
 
-    def _record_cell(self, o: CellOutcome) -> None:
-        runs = dict(self.writer.meta.get("cell_runs", {}))
-        runs[f"{o.cell}-{o.repetition}"] = {
+    def _cell_record(self, o: CellOutcome) -> dict[str, Any]:
+        """run.json `cell_runs` entry of one outcome (keeps an earlier `finished_utc`)."""
+        key = f"{o.cell}-{o.repetition}"
+        earlier = self.writer.meta.get("cell_runs", {}).get(key, {})
+        return {
             "seed": o.seed,
             "prefix": o.prefix,
             "ok": o.ok,
             "problems": o.problems,
             "load_avg_1min": o.load_avg,
             "errors": o.errors,
-            "finished_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "finished_utc": earlier.get("finished_utc")
+            or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **{
                 k: round(getattr(o, k), 3)
                 for k in ("wall_s", "setup_s", "workload_s", "collect_s", "teardown_s")
             },
         }
+
+    def _stage_record(self, o: CellOutcome) -> None:
+        """Put the outcome into run.json's in-memory meta; the next write persists it (so
+        `mark_completed` and the record land in one atomic write)."""
+        runs = dict(self.writer.meta.get("cell_runs", {}))
+        runs[f"{o.cell}-{o.repetition}"] = self._cell_record(o)
+        self.writer.meta["cell_runs"] = runs
+
+    def _record_cell(self, o: CellOutcome) -> None:
+        runs = dict(self.writer.meta.get("cell_runs", {}))
+        runs[f"{o.cell}-{o.repetition}"] = self._cell_record(o)
         flagged = sorted(
             {
                 *self.writer.meta.get("flagged", []),
@@ -777,6 +793,28 @@ def execute(prep: Prepared, hooks: Hooks | None = None) -> RunOutcome:
     status = "interrupted" if interrupted else "complete"
     results = prep.writer.finish(status)
     return RunOutcome(prep.writer.path, status, results, outcomes, wall, workload)
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM during the block; raise KeyboardInterrupt after it if one came."""
+    got: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        got.append(signum)
+
+    try:
+        old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: nothing to defer
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if got:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -261,3 +261,36 @@ def test_summary_frame_round_trip() -> None:
     assert len(summary) == 2
     assert set(summary["n_repetitions"]) == {2}
     assert summary.set_index("workload").loc["handshake", "ttfb_rtt_zero_rtt"] == 1.0
+
+
+def test_progress_formatting_and_summary_table() -> None:
+    from rich.console import Console
+
+    from lab.progress import RunProgress, fmt_duration, summary_table
+
+    assert fmt_duration(42) == "42 s"
+    assert fmt_duration(75) == "1 min 15 s"
+    assert fmt_duration(3 * 3600 + 120) == "3 h 02 min"
+    summary = pd.DataFrame(
+        {
+            "cell": ["c000", "c000"],
+            "protocol": ["h2", "h3"],
+            "workload": ["watch", "watch"],
+            "hol_spread": [0.98, 0.25],
+            "cpu_bound": [False, True],
+        }
+    )
+    console = Console(record=True, width=120, force_terminal=False)
+    console.print(summary_table(summary))
+    text = console.export_text()
+    assert "HOL spread" in text and "0.98" in text and "0.25" in text and "yes" in text
+    # plain (non-terminal) progress prints one line per finished cell with an ETA
+    console = Console(record=True, width=200, force_terminal=False)
+    hooks = RunProgress(console)
+    cell = _cells()[0]
+    hooks.start(total=2, done=0, estimate_s=10)
+    hooks.cell_started(cell, 0)
+    hooks.cell_finished(runner.CellOutcome("c000", 0, ok=True, seed=1, wall_s=3.0))
+    hooks.close()
+    out = console.export_text()
+    assert "[1/2] c000 rep 0" in out and "ok in 3.0 s" in out and "ETA" in out

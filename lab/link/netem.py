@@ -227,7 +227,7 @@ def netem_probe() -> tuple[bool, str]:
         if _module_present():
             return True, "sch_netem module present (not probed: not root)"
         return False, "no sch_netem module for this kernel"
-    ns = f"lab{secrets.token_hex(3)}netem"
+    ns = f"lab{secrets.token_hex(3)}-netem"
     if not _run(["ip", "netns", "add", ns]):
         return False, "cannot create a network namespace to probe netem"
     try:
