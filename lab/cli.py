@@ -272,6 +272,12 @@ def _add_get(sub: argparse._SubParsersAction) -> None:
     proto.add_argument("--http3", dest="protocol", action="store_const", const="h3")
     p.add_argument("--0rtt", dest="zero_rtt", action="store_true", help="ticket, then 0-RTT")
     p.add_argument("-n", type=int, default=1, help="concurrent requests on one connection")
+    p.add_argument(
+        "--quic-engine",
+        choices=("aioquic", "qh3"),
+        default="aioquic",
+        help="HTTP/3 engine (default aioquic; qh3 has a compiled core)",
+    )
     trust = p.add_mutually_exclusive_group()
     trust.add_argument("--insecure", action="store_true", help="do not verify the server")
     trust.add_argument("--ca", type=Path, default=None, help="CA file (default: the lab's CA)")
@@ -293,7 +299,12 @@ def _cmd_get(args: argparse.Namespace) -> int:
     try:
         reports = trio.run(
             lambda: fetch(
-                args.url, protocol=args.protocol, zero_rtt=args.zero_rtt, count=args.n, ca_file=ca
+                args.url,
+                protocol=args.protocol,
+                zero_rtt=args.zero_rtt,
+                count=args.n,
+                ca_file=ca,
+                quic_engine=args.quic_engine,
             )
         )
     except ValueError as e:
@@ -302,7 +313,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
     except (ConnectionError, OSError, trio.TooSlowError) as e:
         print(f"lab get: {e!r}", file=sys.stderr)
         return 1
-    print(format_reports(reports, args.protocol))
+    print(format_reports(reports, args.protocol, args.quic_engine))
     ok = all(200 <= r.status < 400 for rep in reports for r in rep.responses)
     return 0 if ok else 1
 

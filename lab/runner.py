@@ -89,11 +89,12 @@ def mean_loss(cell: Cell) -> float:
 
 def effective_rate(cell: Cell) -> float | None:
     """Expected bulk goodput (Mbit/s) for estimates: the link rate, capped by loss-limited
-    TCP throughput (Mathis: 1.22 × MSS / (RTT × √p)); None = unlimited."""
+    throughput (Mathis: 1.22 × MSS / (RTT × √p), × 1.5 since cubic recovers faster than the
+    Reno model — calibrated on lossy.yaml); None = unlimited."""
     rate = downlink_rate(cell)
     p, rtt_s = mean_loss(cell), cell.link.base_rtt_ms / 1e3
     if p > 0 and rtt_s > 0:
-        mathis = 1.22 * 1448 * 8 / (rtt_s * p**0.5) / 1e6
+        mathis = 1.5 * 1.22 * 1448 * 8 / (rtt_s * p**0.5) / 1e6
         rate = mathis if rate is None else min(rate, mathis)
     return rate
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import random
@@ -27,7 +28,7 @@ from lab.http.client import ConnectOptions, RequestFailed, TicketStore, open_con
 from lab.http.h2_client import client_context
 from lab.http.h2_frames import GoAwayFilter
 from lab.http.payload import expected_sha256
-from lab.http.server import ServerInfo, running_server
+from lab.http.server import ServerInfo, running_server, serve
 from lab.http.settings import H2Settings, ServerConfig
 from lab.http.tls import client_ssl_context, ensure_certs
 
@@ -107,6 +108,48 @@ def test_hundred_concurrent_streams_on_one_connection(cert_dir):
         assert in_flight > 1
 
     run_with_server(cert_dir, body)
+
+
+def test_goaway_is_visible_and_new_requests_fail_at_once(cert_dir):
+    """A graceful server shutdown sends GOAWAY: the client reports it, refuses new requests on
+    that connection without sending them, and the running watch still completes."""
+    path = "/api/v1/watch/namespaces/default/pods?interval_ms=100&count=6"
+
+    async def main() -> None:
+        shutdown = trio.Event()
+        config = ServerConfig(host="127.0.0.1", port=0, grace_s=5)
+        with trio.fail_after(TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                start = functools.partial(
+                    serve, config, shutdown=shutdown, cert_dir=cert_dir, h3=False
+                )
+                info = await nursery.start(start)
+                try:
+                    async with open_connection(opts(info)) as conn:
+                        got = []
+
+                        async def watch() -> None:
+                            got.append(await conn.request("GET", path))
+
+                        async with trio.open_nursery() as inner:
+                            inner.start_soon(watch)
+                            await trio.sleep(0.15)  # the watch is running
+                            assert not conn.timings.goaway_received
+                            shutdown.set()
+                            with trio.fail_after(2):
+                                while not conn.timings.goaway_received:
+                                    await trio.sleep(0.01)
+                            assert conn.goaway_received
+                            next_id = conn.conn.get_next_available_stream_id()
+                            with pytest.raises(RequestFailed, match="GOAWAY"):
+                                await conn.request("GET", "/healthz")
+                            assert conn.conn.get_next_available_stream_id() == next_id
+                        assert not conn.timings.early_data_accepted  # h2: never
+                    assert got[0].status == 200 and len(got[0].body.splitlines()) == 6
+                finally:
+                    shutdown.set()
+
+    trio.run(main)
 
 
 def test_post_echo_and_errors(cert_dir):

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +16,11 @@ import pytest
 import trio
 
 from lab.http import app, payload
-from lab.http.client import ConnectOptions, Response, TicketStore
+from lab.http.client import ConnectOptions, RequestFailed, Response, TicketStore
 from lab.http.h3_client import H3RequestError, open_h3
+from lab.http.h3_control import GoawayWatcher
 from lab.http.h3_server import serve_h3
-from lab.http.quic_engine import ENGINES, load_engine
+from lab.http.quic_engine import ENGINES, load_engine, peer_stream_credit
 from lab.http.settings import QuicSettings, ServerConfig
 from lab.http.tls import CertPaths, ensure_certs
 
@@ -157,6 +159,55 @@ def test_fifty_concurrent_requests_on_one_connection(certs: CertPaths) -> None:
     trio.run(main)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_requests_beyond_the_stream_limit_wait_for_credit(certs: CertPaths, engine: str) -> None:
+    """150 concurrent requests on one connection to a server allowing 100 streams: the client
+    waits for MAX_STREAMS credit instead of failing; every body arrives intact."""
+    count, n = 150, 1000
+
+    async def main() -> None:
+        async with lab_h3(certs, engine) as lab, open_h3(lab.options()) as conn:
+            assert lab.config.quic.max_concurrent_streams == 100
+            assert peer_stream_credit(conn.quic) == 100  # the server's initial_max_streams_bidi
+            results: list[Response] = []
+
+            async def one() -> None:
+                results.append(await conn.request("GET", f"/bytes/{n}"))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(count):
+                    nursery.start_soon(one)
+            assert len(results) == count
+            for r in results:
+                verify_bytes(r, n)
+            assert len({r.stream_id for r in results}) == count
+            assert max(r.stream_id for r in results) == 4 * (count - 1)
+            assert len(lab.requests) == count
+
+    trio.run(main)
+
+
+def _control_stream(*frames: tuple[int, bytes]) -> bytes:
+    """A control stream (type 0x00) carrying (frame type, payload) frames; 1-byte varints."""
+    return b"\x00" + b"".join(bytes([t, len(p)]) + p for t, p in frames)
+
+
+def test_goaway_watcher_finds_goaway_at_any_split() -> None:
+    """GOAWAY ids are found on the control stream wherever the bytes are split; SETTINGS and
+    unknown frames are skipped; QPACK streams are ignored."""
+    settings = (0x04, bytes([0x01, 0x00, 0x06, 0x3F]))
+    goaway = (0x07, bytes([0x40, 0x08]))  # two-byte varint: stream id 8
+    data = _control_stream(settings, (0x21, b"x" * 30), goaway, (0x07, b"\x04"))
+    for cut in range(len(data) + 1):
+        w = GoawayWatcher()
+        found = w.feed(3, data[:cut]) + w.feed(3, data[cut:])
+        assert found == [8, 4], cut
+    bytewise = GoawayWatcher()
+    assert [g for b in data for g in bytewise.feed(3, bytes([b]))] == [8, 4]
+    qpack = GoawayWatcher()
+    assert qpack.feed(7, b"\x02" + bytes([0x07, 0x01, 0x00])) == []  # encoder stream, not control
+
+
 def test_resumption_without_full_handshake(certs: CertPaths) -> None:
     """A second connection resumes with the ticket of the first and sends no early data."""
 
@@ -189,13 +240,14 @@ def test_resumed_mode_needs_a_ticket(certs: CertPaths) -> None:
     trio.run(main)
 
 
-def test_graceful_shutdown_finishes_in_flight_request(certs: CertPaths) -> None:
-    """On shutdown the server sends GOAWAY, refuses new streams, lets a running watch finish,
-    then returns."""
+@pytest.mark.parametrize("engine", ENGINES)
+def test_graceful_shutdown_finishes_in_flight_request(certs: CertPaths, engine: str) -> None:
+    """On shutdown the server sends GOAWAY, which the client sees (`goaway_received`) and which
+    makes new requests fail at once; a running watch finishes, then the server returns."""
     path = "/api/v1/watch/namespaces/default/pods?interval_ms=100&count=6"
 
     async def main() -> None:
-        async with lab_h3(certs) as lab, open_h3(lab.options()) as conn:
+        async with lab_h3(certs, engine) as lab, open_h3(lab.options()) as conn:
             got: list[Response] = []
 
             async def watch() -> None:
@@ -204,10 +256,16 @@ def test_graceful_shutdown_finishes_in_flight_request(certs: CertPaths) -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch)
                 await trio.sleep(0.15)  # the watch is running
+                assert not conn.timings.goaway_received
                 lab.shutdown.set()
-                await trio.sleep(0.1)  # GOAWAY is out: a new request on this connection is refused
-                with pytest.raises(H3RequestError, match="reset"):
+                with trio.fail_after(2):
+                    while not conn.timings.goaway_received:
+                        await trio.sleep(0.01)
+                assert conn.goaway_received and conn.goaway_stream_id == 4
+                n_seen = len(lab.requests)
+                with pytest.raises(RequestFailed, match="GOAWAY"):
                     await conn.request("GET", "/healthz")
+                assert len(lab.requests) == n_seen  # never sent, never reached the server
                 with trio.fail_after(5):
                     await lab.stopped.wait()
             assert len(got) == 1 and got[0].status == 200
@@ -397,5 +455,27 @@ def test_qlog_written_per_connection(certs: CertPaths, tmp_path: Path) -> None:
         files = list((tmp_path / "qlog").iterdir())
         assert len(files) == 2
         assert all(f.stat().st_size > 0 for f in files)
+
+    trio.run(main)
+
+
+def test_lab_get_selects_the_quic_engine(certs: CertPaths) -> None:
+    """`lab get --http3 --quic-engine qh3 --0rtt` runs on qh3 and proves 0-RTT both ways: the
+    QUIC state (early_data_accepted) and the server's lab-early-data header."""
+
+    async def main() -> None:
+        async with lab_h3(certs, "qh3") as lab:
+            url = f"https://127.0.0.1:{lab.port}/bytes/1000"
+            argv = [sys.executable, "-m", "lab", "get", url, "--http3", "--quic-engine", "qh3"]
+            argv += ["--0rtt", "--ca", str(certs.ca_cert)]
+            done = await trio.run_process(
+                argv, capture_stdout=True, capture_stderr=True, check=False
+            )
+            out = done.stdout.decode()
+            assert done.returncode == 0, done.stderr.decode()
+            assert "(0-RTT, mode zero_rtt, engine qh3)" in out
+            assert "early_data_sent=True early_data_accepted=True" in out
+            assert "server says early data: yes" in out
+            assert [r.early_data for r in lab.requests] == [False, True]
 
     trio.run(main)

@@ -203,9 +203,12 @@ def test_shipped_scenarios_estimates() -> None:
 
 
 def test_effective_rate_caps_by_loss() -> None:
-    lossless, lossy = _cells()
+    lossless = _cells()[0]
     assert runner.effective_rate(lossless) == 10
-    assert runner.effective_rate(lossy) < 10  # 1 % at 20 ms RTT: Mathis ≈ 7 Mbit/s
+    lossy = expand_cells(load_scenario(SCENARIOS / "lossy.yaml"))[0]
+    # 1 % at 50 ms RTT: 1.5 × Mathis ≈ 4.2 Mbit/s, well below the 20 Mbit/s link
+    assert runner.effective_rate(lossy) == pytest.approx(4.24, rel=0.01)
+    assert runner.mean_loss(lossy) == 0.01
 
 
 # --- lab run refuses bad input ---------------------------------------------------------------

@@ -311,3 +311,15 @@ def test_k8s_mix_for_real(server) -> None:
     assert len(by["rpc_latency_ms"]) == 10
     assert len(by["completion_ms"]) == 2
     assert len(by["event_latency_ms"]) == 2 * 10
+
+
+def test_sent_ns_is_never_after_the_response() -> None:
+    from lab.http.client import Response
+    from lab.workloads.base import sent_ns
+
+    def resp(sent: int, first: int | None, end: int) -> Response:
+        return Response(1, 200, [], sent, first, end, 10, None, [], False)
+
+    assert sent_ns(resp(100, 150, 200)) == 100
+    assert sent_ns(resp(180, 150, 200)) == 150  # stamped after the response began
+    assert sent_ns(resp(300, None, 200)) == 200

@@ -63,6 +63,8 @@ class ConnectionTimings:
     handshake_done_ns: int | None = None
     resumed: bool = False  # TLS session / QUIC ticket was accepted
     early_data_sent: bool = False  # the client sent 0-RTT data
+    early_data_accepted: bool = False  # the server accepted it (TLS/QUIC state; h2: never)
+    goaway_received: bool = False  # the server sent GOAWAY: new requests raise RequestFailed
     note: str = ""  # e.g. why a requested 0-RTT did not happen
 
 

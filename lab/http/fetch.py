@@ -22,6 +22,7 @@ from lab.http.client import (
     TicketStore,
     open_connection,
 )
+from lab.http.settings import QuicEngine, QuicSettings
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,11 @@ async def fetch(
     count: int = 1,
     ca_file: Path | None = None,
     keep_body: bool = False,
+    quic_engine: QuicEngine = "aioquic",
 ) -> list[ConnectionReport]:
-    """GET `url` `count` times concurrently on one connection (twice with zero_rtt: cold, 0-RTT)."""
+    """GET `url` `count` times concurrently on one connection (twice with zero_rtt: cold, 0-RTT).
+
+    `quic_engine` selects the HTTP/3 engine (aioquic or qh3); h2 ignores it."""
     host, port, path = parse_url(url)
     server_name = "localhost" if host in ("127.0.0.1", "::1") else host
     opts = ConnectOptions(
@@ -66,6 +70,7 @@ async def fetch(
         server_name=server_name,
         tickets=TicketStore(),
         ca_file=ca_file,
+        quic=QuicSettings(engine=quic_engine),
     )
     runs = [("cold", opts)]
     if zero_rtt:
@@ -92,18 +97,24 @@ def _ms(t: int | None, t0: int) -> str:
     return "-" if t is None else f"{(t - t0) / 1e6:9.3f}"
 
 
-def format_reports(reports: list[ConnectionReport], protocol: str) -> str:
+def format_reports(
+    reports: list[ConnectionReport], protocol: str, quic_engine: str | None = None
+) -> str:
     """Human-readable timings, ms relative to each connection's start."""
     lines = []
+    engine = f", engine {quic_engine}" if quic_engine and protocol == "h3" else ""
     for rep in reports:
         t = rep.timings
         t0 = t.connect_start_ns
-        lines.append(f"{protocol} connection ({rep.label}, mode {rep.mode})")
+        lines.append(f"{protocol} connection ({rep.label}, mode {rep.mode}{engine})")
         lines.append(f"  connect start      {_ms(t0, t0)} ms")
         if t.tcp_connected_ns is not None:
             lines.append(f"  tcp connected      {_ms(t.tcp_connected_ns, t0)} ms")
         lines.append(f"  handshake done     {_ms(t.handshake_done_ns, t0)} ms")
-        lines.append(f"  resumed={t.resumed} early_data_sent={t.early_data_sent}")
+        lines.append(
+            f"  resumed={t.resumed} early_data_sent={t.early_data_sent} "
+            f"early_data_accepted={t.early_data_accepted} goaway_received={t.goaway_received}"
+        )
         if t.note:
             lines.append(f"  note: {t.note}")
         for r in rep.responses:

@@ -249,6 +249,7 @@ class H2ClientConnection:
     def _on_goaway(self, last_stream_id: int, error_code: int) -> None:
         """Streams above `last_stream_id` were not processed; the others may still complete."""
         self.goaway_code = _code(error_code)
+        self.timings.goaway_received = True
         for sid in [sid for sid in self._streams if sid > last_stream_id]:
             st = self._streams.pop(sid)
             st.error = RequestFailed(f"h2 stream {sid} not processed (GOAWAY {self.goaway_code!r})")
@@ -300,6 +301,11 @@ class H2ClientConnection:
             await self._flush()
 
     # --- API -----------------------------------------------------------------------------
+    @property
+    def goaway_received(self) -> bool:
+        """The server sent GOAWAY (`timings.goaway_received`)."""
+        return self.timings.goaway_received
+
     async def request(
         self,
         method: str,
@@ -311,12 +317,18 @@ class H2ClientConnection:
         on_chunk: ChunkCallback | None = None,
     ) -> Response:
         """Send one request and wait for its whole response; many may run concurrently."""
-        while not self.closed and self.conn.open_outbound_streams >= self._max_streams():
+        while (
+            not self.closed
+            and self.goaway_code is None
+            and self.conn.open_outbound_streams >= self._max_streams()
+        ):
             if self._slot.is_set():
                 self._slot = trio.Event()
             await self._slot.wait()
-        if self.closed or self.goaway_code is not None:
-            raise RequestFailed("h2 connection is closed or going away")
+        if self.goaway_code is not None:
+            raise RequestFailed(f"h2 server sent GOAWAY ({self.goaway_code!r})")
+        if self.closed:
+            raise RequestFailed("h2 connection is closed")
         sid = self.conn.get_next_available_stream_id()
         st = _Pending(sid, keep_body, on_chunk)
         self._streams[sid] = st

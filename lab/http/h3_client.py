@@ -24,18 +24,20 @@ from lab.http.client import (
     ConnectionTimings,
     ConnectOptions,
     HttpProtocol,
+    RequestFailed,
     Response,
 )
+from lab.http.h3_control import GoawayWatcher
 from lab.http.h3_driver import QuicDriver, StreamClosedError
-from lab.http.quic_engine import load_engine
+from lab.http.quic_engine import load_engine, peer_stream_credit
 from lab.http.tls import keylog_file
 from lab.http.udp import UdpEndpoint
 
 EARLY_DATA_HEADER = "lab-early-data"
 
 
-class H3RequestError(ConnectionError):
-    """The request could not complete: stream reset or connection closed."""
+class H3RequestError(RequestFailed):
+    """The request could not complete: stream reset, GOAWAY, or connection closed."""
 
 
 @dataclass
@@ -62,7 +64,8 @@ class H3Connection(QuicDriver):
         engine = load_engine(opts.quic.engine)
         self.opts = opts
         self.timings = ConnectionTimings(connect_start_ns=connect_start_ns)
-        self.early_data_accepted: bool | None = None
+        self.goaway_stream_id: int | None = None  # first request stream the server refuses
+        self._goaways = GoawayWatcher()
         cfg = engine.make_configuration(
             opts.quic,
             is_client=True,
@@ -93,6 +96,16 @@ class H3Connection(QuicDriver):
             opts.server_name if opts.port == 443 else f"{opts.server_name}:{opts.port}"
         )
 
+    @property
+    def early_data_accepted(self) -> bool | None:
+        """`timings.early_data_accepted`, or None before the handshake completed."""
+        return self.timings.early_data_accepted if self.handshake_done.is_set() else None
+
+    @property
+    def goaway_received(self) -> bool:
+        """The server sent GOAWAY (`timings.goaway_received`)."""
+        return self.timings.goaway_received
+
     def _store_ticket(self, ticket: Any) -> None:
         if self.opts.tickets is not None:
             self.opts.tickets.put("h3", self.opts.host, self.opts.port, ticket)
@@ -103,8 +116,23 @@ class H3Connection(QuicDriver):
         if isinstance(event, self.engine.events.HandshakeCompleted):
             self.timings.handshake_done_ns = time.monotonic_ns()
             self.timings.resumed = bool(event.session_resumed)
-            self.early_data_accepted = bool(event.early_data_accepted)
+            self.timings.early_data_accepted = bool(event.early_data_accepted)
             self.handshake_done.set()
+        elif isinstance(event, self.engine.events.StreamDataReceived) and event.stream_id % 4 == 3:
+            for goaway_id in self._goaways.feed(event.stream_id, event.data):  # server uni stream
+                self._on_goaway(goaway_id)
+
+    def _on_goaway(self, stream_id: int) -> None:
+        """Requests on streams ≥ `stream_id` were not and will not be processed (RFC 9114 §5.2);
+        they fail now, the others may still complete; new requests fail at once."""
+        self.timings.goaway_received = True
+        if self.goaway_stream_id is None or stream_id < self.goaway_stream_id:
+            self.goaway_stream_id = stream_id
+        for sid, pending in self._responses.items():
+            if sid >= stream_id and not pending.done.is_set():
+                pending.error = f"stream {sid} not processed (GOAWAY {stream_id})"
+                pending.done.set()
+        self.wake()  # requests waiting for stream credit give up
 
     def on_h3_event(self, event: Any, rx_ns: int) -> None:
         h3e = self.engine.h3_events
@@ -185,8 +213,7 @@ class H3Connection(QuicDriver):
         on_chunk: ChunkCallback | None = None,
     ) -> Response:
         """Send one request and wait for the whole response (CLOCK_MONOTONIC ns timings)."""
-        if self.terminated:
-            raise H3RequestError("connection closed")
+        await self._wait_stream_credit()
         self.ensure_h3()
         early = not self.handshake_done.is_set() and self.ticket_allows_early_data
         stream_id = self.quic.get_next_available_stream_id()
@@ -229,6 +256,20 @@ class H3Connection(QuicDriver):
             chunks=pending.chunks,
             early_data=dict(pending.headers).get(EARLY_DATA_HEADER) == "1",
         )
+
+    async def _wait_stream_credit(self) -> None:
+        """Wait until the server's MAX_STREAMS lets one more request stream open (as the h2
+        client waits for SETTINGS_MAX_CONCURRENT_STREAMS); raise once the connection closed
+        or the server sent GOAWAY."""
+        while True:
+            if self.terminated:
+                raise H3RequestError("h3 connection closed")
+            if self.goaway_stream_id is not None:
+                raise H3RequestError(f"h3 server sent GOAWAY ({self.goaway_stream_id})")
+            credit = peer_stream_credit(self.quic)
+            if credit is None or self.quic.get_next_available_stream_id() // 4 < credit:
+                return
+            await self.wait_progress()
 
     async def aclose(self) -> None:
         """Close with CONNECTION_CLOSE (H3_NO_ERROR) and stop the I/O tasks."""

@@ -23,7 +23,13 @@ import trio
 
 from lab.http.app import Request, ResponseWriter, respond_error
 from lab.http.h3_driver import QuicDriver, StreamClosedError
-from lab.http.quic_engine import QuicEngine, end_qlog_trace, is_closing, load_engine
+from lab.http.quic_engine import (
+    QH3_MAX_STREAMS,
+    QuicEngine,
+    end_qlog_trace,
+    is_closing,
+    load_engine,
+)
 from lab.http.settings import ServerConfig
 from lab.http.tls import keylog_file
 from lab.http.udp import UdpEndpoint
@@ -294,6 +300,9 @@ class _H3Server:
         self.engine.load_cert_chain(cfg, config.cert_file, config.key_file)
         self.quic_config = cfg
         self.cid_length = cfg.connection_id_length
+        wanted = config.quic.max_concurrent_streams
+        if self.engine.name == "qh3" and wanted != QH3_MAX_STREAMS:
+            log.warning("qh3 fixes max streams at %d; %d ignored", QH3_MAX_STREAMS, wanted)
 
     async def receive_loop(self) -> None:
         """Read datagrams forever and route them."""
@@ -329,6 +338,7 @@ class _H3Server:
             session_ticket_fetcher=self.tickets.pop,
             session_ticket_handler=self.tickets.add,
         )
+        self.engine.set_max_streams(quic, self.config.quic.max_concurrent_streams)
         conn = _ServerConnection(
             self, quic, addr, [header.destination_cid, quic.host_cid], self.nursery
         )

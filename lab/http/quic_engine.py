@@ -26,6 +26,7 @@ from lab.http.settings import QuicSettings
 
 ENGINES: tuple[QuicEngineName, ...] = ("aioquic", "qh3")
 ZERO_RTT_PACKET_TYPE = 1  # QuicPacketType.ZERO_RTT in both engines
+QH3_MAX_STREAMS = 100  # qh3 2.x: local max bidi streams, fixed in its core
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,14 @@ class QuicEngine:
         import dataclasses
 
         return dataclasses.replace(ticket, max_early_data_size=None)
+
+    def set_max_streams(self, quic: Any, max_streams: int) -> int:
+        """Limit the bidirectional streams a peer may have open at once on a fresh connection
+        (before its first datagram); returns the limit in effect. qh3's core fixes it at 100."""
+        if self.name == "aioquic":
+            quic._local_max_streams_bidi.value = max_streams
+            return max_streams
+        return QH3_MAX_STREAMS
 
     def allows_early_data(self, ticket: Any) -> bool:
         """True when a session ticket lets the client send 0-RTT data."""
@@ -241,3 +250,12 @@ def send_backlog(engine: QuicEngine, quic: Any, stream_id: int) -> int:
         return 0
     sender = stream.sender
     return sender._buffer_stop - sender._buffer_start
+
+
+def peer_stream_credit(quic: Any) -> int | None:
+    """How many bidirectional streams the peer lets this endpoint open in total (MAX_STREAMS,
+    cumulative), or None while the engine does not know yet (no handshake, no 0-RTT ticket)."""
+    core = getattr(quic, "_core", False)
+    if core is False:  # aioquic
+        return quic._remote_max_streams_bidi
+    return None if core is None else core.stream_limits[0]

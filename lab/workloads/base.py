@@ -86,6 +86,16 @@ def check_response(resp: Response, expected_bytes: int | None, what: str) -> Non
         raise WorkloadError(f"{what}: {resp.body_bytes} body bytes, expected {expected_bytes}")
 
 
+def sent_ns(resp: Response) -> int:
+    """When the request left (CLOCK_MONOTONIC ns), never after its response arrived.
+
+    Works around the h2 client stamping `request_sent_ns` after its flush returns, by which
+    time (on loopback, or after a preemption) the response may already have been read.
+    """
+    first = resp.first_byte_ns if resp.first_byte_ns is not None else resp.end_ns
+    return min(resp.request_sent_ns, first, resp.end_ns)
+
+
 def row(metric: str, value: float, unit: str, stream: int | None = None, **extra: Any) -> Row:
     """One sample row."""
     out: Row = {"metric": metric, "value": float(value), "unit": unit, "stream": stream}

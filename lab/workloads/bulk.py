@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lab import metrics
 from lab.scenario import BulkParams
-from lab.workloads.base import Row, WorkloadContext, check_response, row
+from lab.workloads.base import Row, WorkloadContext, check_response, row, sent_ns
 
 
 async def run(params: BulkParams, ctx: WorkloadContext) -> list[Row]:
@@ -19,10 +19,10 @@ async def run(params: BulkParams, ctx: WorkloadContext) -> list[Row]:
     return [
         row(
             "goodput_mbit",
-            metrics.goodput_mbit(resp.body_bytes, resp.request_sent_ns, resp.end_ns),
+            metrics.goodput_mbit(resp.body_bytes, sent_ns(resp), resp.end_ns),
             "Mbit/s",
         ),
-        row("completion_ms", metrics.completion_ms(resp.request_sent_ns, resp.end_ns), "ms"),
+        row("completion_ms", metrics.completion_ms(sent_ns(resp), resp.end_ns), "ms"),
     ]
 
 

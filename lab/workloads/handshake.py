@@ -61,6 +61,6 @@ async def run(params: HandshakeParams, ctx: WorkloadContext) -> list[Row]:
 
 
 def estimate_s(params: HandshakeParams, base_rtt_ms: float, rate_mbit: float | None) -> float:
-    """Rough duration (s): ~4 RTT and some CPU per connection."""
+    """Rough duration (s): ~3.5 RTT and some CPU per connection (calibrated on handshake.yaml)."""
     n = len(params.modes) * params.connections + 1
-    return n * (4 * base_rtt_ms / 1e3 + 0.08)
+    return n * (3.5 * base_rtt_ms / 1e3 + 0.05)

@@ -21,7 +21,7 @@ import trio
 from lab import metrics
 from lab.http.client import Connection
 from lab.scenario import K8sMixParams
-from lab.workloads.base import WATCH_NAMESPACE, Row, WorkloadContext, check_response, row
+from lab.workloads.base import WATCH_NAMESPACE, Row, WorkloadContext, check_response, row, sent_ns
 from lab.workloads.watch import event_count, watch_streams
 
 
@@ -51,7 +51,7 @@ async def run(params: K8sMixParams, ctx: WorkloadContext) -> list[Row]:
             async with limiter:
                 resp = await conn.request("GET", f"/bytes/{params.get_bytes}", keep_body=False)
             check_response(resp, params.get_bytes, f"k8s_mix GET {i}")
-            ms = metrics.completion_ms(resp.request_sent_ns, resp.end_ns)
+            ms = metrics.completion_ms(sent_ns(resp), resp.end_ns)
             rows.append(row("rpc_latency_ms", ms, "ms", i))
 
         async def lists(conn: Connection) -> None:
@@ -64,7 +64,7 @@ async def run(params: K8sMixParams, ctx: WorkloadContext) -> list[Row]:
                     resp = await conn.request("GET", list_path(params.list_limit, token))
                 check_response(resp, None, f"k8s_mix LIST page {i}")
                 token = continue_token(resp.body or b"{}")
-                ms = metrics.completion_ms(resp.request_sent_ns, resp.end_ns)
+                ms = metrics.completion_ms(sent_ns(resp), resp.end_ns)
                 rows.append(row("completion_ms", ms, "ms", i))
 
         async with trio.open_nursery() as nursery:

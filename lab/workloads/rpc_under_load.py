@@ -14,7 +14,7 @@ import trio
 from lab import metrics
 from lab.http.client import Connection, Response
 from lab.scenario import RpcUnderLoadParams
-from lab.workloads.base import Row, WorkloadContext, WorkloadError, check_response, row
+from lab.workloads.base import Row, WorkloadContext, WorkloadError, check_response, row, sent_ns
 
 
 async def rpc_loop(
@@ -79,16 +79,16 @@ async def run(params: RpcUnderLoadParams, ctx: WorkloadContext) -> list[Row]:
     check_response(bulk[0], params.bulk_bytes, "rpc_under_load bulk")
     if not rpcs:
         raise WorkloadError("rpc_under_load: no small request completed")
-    rpcs.sort(key=lambda r: r.request_sent_ns)
+    rpcs.sort(key=sent_ns)
     rows = [
-        row("rpc_latency_ms", metrics.completion_ms(r.request_sent_ns, r.end_ns), "ms", i)
+        row("rpc_latency_ms", metrics.completion_ms(sent_ns(r), r.end_ns), "ms", i)
         for i, r in enumerate(rpcs)
     ]
     b = bulk[0]
     rows.append(
         row(
             "goodput_mbit",
-            metrics.goodput_mbit(b.body_bytes, b.request_sent_ns, b.end_ns),
+            metrics.goodput_mbit(b.body_bytes, sent_ns(b), b.end_ns),
             "Mbit/s",
         )
     )
