@@ -184,8 +184,10 @@ class WatchParams(_Strict):
     streams: PositiveInt = 16
     interval_ms: PositiveFloat = 20.0
     duration_s: PositiveFloat = 10.0
-    event_bytes: PositiveInt = 200  # size of one event's payload
     stall_threshold_rtt: PositiveFloat = 0.5  # stalled when excess > this × base RTT
+    # Start stream i at i × interval / N so that events of different streams never share a
+    # packet: one lost packet then carries one stream's event, whatever the stack's packing.
+    stagger: bool = True
 
 
 class HandshakeParams(_Strict):

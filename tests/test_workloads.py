@@ -23,7 +23,13 @@ from lab.workloads import KINDS, estimate_s, module
 from lab.workloads.aggregate import RAW_KEYS, CpuUsage, aggregate, rpc_rows, watch_rows
 from lab.workloads.base import WorkloadContext, row
 from lab.workloads.k8s_mix import continue_token, list_path
-from lab.workloads.watch import LineSplitter, event_count, parse_event, watch_path
+from lab.workloads.watch import (
+    LineSplitter,
+    event_count,
+    parse_event,
+    stagger_delay_s,
+    watch_path,
+)
 
 MS = 1_000_000  # ns
 
@@ -249,6 +255,23 @@ def test_watch_for_real_every_event_once_in_order(server, protocol: str) -> None
         seqs = [r["seq"] for r in rows if r["stream"] == s]
         assert seqs == list(range(30))
     assert all(r["received_ns"] >= r["sent_ns"] and r["value"] >= 0 for r in rows)
+
+
+@pytest.mark.parametrize("protocol", ["h2", "h3"])
+def test_watch_streams_are_staggered_for_real(server, protocol: str) -> None:
+    """Stream i's events are sent i × interval / N after stream 0's: no two share a packet."""
+    params = WatchParams(kind="watch", streams=4, interval_ms=40, duration_s=0.4)
+    rows = trio.run(module("watch").run, params, _ctx(server, protocol))
+    first = {r["stream"]: r["sent_ns"] for r in rows if r["seq"] == 0}
+    phases_ms = [(first[i] - first[0]) / 1e6 for i in range(4)]
+    for i, phase in enumerate(phases_ms):
+        assert phase == pytest.approx(i * 10.0, abs=4.0), phases_ms
+
+
+def test_stagger_delay_spreads_streams_over_one_interval() -> None:
+    delays = [stagger_delay_s(i, 8, 100.0, True) for i in range(8)]
+    assert delays == pytest.approx([i * 0.0125 for i in range(8)])
+    assert stagger_delay_s(5, 8, 100.0, False) == 0.0
 
 
 @pytest.mark.parametrize("protocol", ["h2", "h3"])

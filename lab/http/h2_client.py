@@ -32,7 +32,7 @@ from lab.http.client import (
     RequestFailed,
     Response,
 )
-from lab.http.h2_frames import GoAwayFilter
+from lab.http.h2_frames import BoundedH2Connection, GoAwayFilter
 from lab.http.tcp import congestion_of, set_tcp_options
 from lab.http.tls import client_ssl_context
 
@@ -106,7 +106,7 @@ class H2ClientConnection:
         self.opts = opts
         self.timings = timings
         s = opts.h2
-        self.conn = h2.connection.H2Connection(
+        self.conn = BoundedH2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
         self.conn.local_settings = h2.settings.Settings(

@@ -1,4 +1,5 @@
-"""Inbound HTTP/2 byte-stream filter that takes GOAWAY frames out before h2 sees them.
+"""Inbound HTTP/2 byte-stream filter that takes GOAWAY frames out before h2 sees them, and the
+h2 connection class both lab ends use (bounded per-stream memory).
 
 h2's connection state machine moves to CLOSED on a received GOAWAY and then rejects every later
 frame, so a graceful GOAWAY (RFC 9113 §6.8: streams up to last_stream_id still complete) would
@@ -10,8 +11,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import h2.connection
+
 FRAME_HEADER_BYTES = 9
 GOAWAY_TYPE = 0x7
+CLOSED_STREAM_MEMORY = 2048  # closed streams whose ending h2 remembers, per connection
+
+
+class BoundedH2Connection(h2.connection.H2Connection):
+    """h2's H2Connection remembering how the last 2,048 closed streams ended, not 65,536.
+
+    h2 keeps one record per closed stream (≈ 140 bytes) to answer late frames on it with a
+    stream error rather than a connection error (RFC 9113 §5.1). With h2's default a long-lived
+    connection grows by ≈ 9 MB over its first 65,536 requests; 2,048 (20× the default stream
+    limit of 100) still covers every frame that can be in flight after a stream closed.
+    """
+
+    MAX_CLOSED_STREAMS = CLOSED_STREAM_MEMORY
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 
 from lab.http.app import Handler, PeerGone, Request, respond_error
-from lab.http.h2_frames import GoAwayFilter
+from lab.http.h2_frames import BoundedH2Connection, GoAwayFilter
 from lab.http.settings import ServerConfig
 from lab.http.tcp import set_tcp_options
 
@@ -179,7 +179,7 @@ class H2ServerConnection:
         self.shutdown = shutdown
         self.peer = peer
         s = config.h2
-        self.conn = h2.connection.H2Connection(
+        self.conn = BoundedH2Connection(
             h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -111,9 +112,27 @@ async def run(params: WatchParams, ctx: WorkloadContext) -> list[Row]:
     rows: list[Row] = []
     async with ctx.connect() as conn, trio.open_nursery() as nursery:
         for i in range(params.streams):
-            nursery.start_soon(watch_streams, conn, i, params.interval_ms, count, rows)
+            delay_s = stagger_delay_s(i, params.streams, params.interval_ms, params.stagger)
+            nursery.start_soon(
+                _after, delay_s, watch_streams, conn, i, params.interval_ms, count, rows
+            )
     rows.sort(key=lambda r: (r["stream"], r["seq"]))
     return rows
+
+
+def stagger_delay_s(index: int, streams: int, interval_ms: float, stagger: bool) -> float:
+    """When watch `index` of `streams` opens (s after the first): i × interval / N, or 0.
+
+    Staggered phases keep events of different streams out of one packet, so a single loss
+    hits one stream's event on TCP and QUIC alike and the HOL spread measures the transport,
+    not how a stack packs simultaneous writes."""
+    return index * interval_ms / 1e3 / streams if stagger else 0.0
+
+
+async def _after(delay_s: float, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+    """Sleep `delay_s` seconds, then run `fn(*args)`."""
+    await trio.sleep(delay_s)
+    await fn(*args)
 
 
 def estimate_s(params: WatchParams, base_rtt_ms: float, rate_mbit: float | None) -> float:
