@@ -5,7 +5,8 @@ For each row a `lab serve` subprocess is started on loopback (with that row's QU
 client (this process, the lab's client API) opens `--connections` connections with `--streams`
 requests in flight on each and GETs /bytes/100 (bodies checked against the deterministic
 payload): first `--warmup` requests, then the server's and the client's VmRSS are read
-(/proc/PID/status), then `--requests` more, then VmRSS again. Growth per 1,000 requests is
+(/proc/PID/status), then `--requests` more, then VmRSS again; before each reading the script
+waits until the server has dropped the phase's closed connections. Growth per 1,000 requests is
 (after − before) / (requests / 1000), in KB. Each phase uses fresh connections, so per-connection
 state is created and freed in both phases. req/s is for the measured phase.
 
@@ -32,10 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_http_loopback import HOST, lab_server, proc_rss_mb
 
 from lab.http.client import ConnectOptions, HttpProtocol, open_connection
+from lab.http.h3_driver import DRAIN_CAP_S
 from lab.http.payload import body_slice
 from lab.http.settings import QuicEngine, QuicSettings
 
 BODY_BYTES = 100
+SETTLE_S = DRAIN_CAP_S + 1.0
 ROWS: dict[str, tuple[HttpProtocol, QuicEngine]] = {
     "h2": ("h2", "aioquic"),  # the server's QUIC engine is irrelevant to h2
     "h3-qh3": ("h3", "qh3"),
@@ -115,6 +118,13 @@ async def run_gets(opts: ConnectOptions, count: int, connections: int, streams: 
     return failures
 
 
+def settle() -> None:
+    """Let the server finish closing the phase's connections (a closing QUIC connection is kept
+    up to DRAIN_CAP_S), then collect this process's garbage, before RSS is read."""
+    time.sleep(SETTLE_S)
+    gc.collect()
+
+
 def bench(name: str, requests: int, args: argparse.Namespace, cert_dir: Path) -> Row:
     """One row: warm up, read RSS, run `requests` GETs, read RSS again."""
     protocol, engine = ROWS[name]
@@ -123,12 +133,12 @@ def bench(name: str, requests: int, args: argparse.Namespace, cert_dir: Path) ->
             protocol, HOST, port, ca_file=cert_dir / "ca.pem", quic=QuicSettings(engine=engine)
         )
         failures = trio.run(run_gets, opts, args.warmup, args.connections, args.streams)
-        gc.collect()
+        settle()
         before = proc_rss_mb(proc.pid), proc_rss_mb(os.getpid())
         t0 = time.perf_counter()
         failures += trio.run(run_gets, opts, requests, args.connections, args.streams)
         seconds = time.perf_counter() - t0
-        gc.collect()
+        settle()
         after = proc_rss_mb(proc.pid), proc_rss_mb(os.getpid())
     return Row(
         protocol,

@@ -166,7 +166,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lab.progress import RunProgress, fmt_duration, summary_table
     from lab.scenario import ScenarioError, load_scenario
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)
     if (args.scenario is None) == (args.resume is None):
         print("lab run: give a scenario file or --resume results/<run>", file=sys.stderr)
         return 2
