@@ -122,6 +122,22 @@ def incomplete_message(meta: dict[str, Any]) -> str | None:
     )
 
 
+def _group_identical(per_cell: dict[str, Any]) -> dict[str, Any]:
+    """Merge cells whose applied settings are identical: {"c000, c001": {...}}, or
+    {"all cells": {...}} when every cell has the same settings."""
+    if not per_cell or not all(isinstance(v, dict) for v in per_cell.values()):
+        return per_cell
+    groups: dict[str, list[str]] = {}
+    settings: dict[str, Any] = {}
+    for cell, value in per_cell.items():
+        key = json.dumps(value, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(cell)
+        settings[key] = value
+    if len(groups) == 1:
+        return {"all cells": next(iter(settings.values()))}
+    return {", ".join(cells): settings[key] for key, cells in groups.items()}
+
+
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(obj, dict):
         out: list[tuple[str, str]] = []
@@ -282,7 +298,7 @@ def _environment(meta: dict[str, Any]) -> list[Any]:
     out.append(Heading("Versions and seed", 3))
     out.append(_kv_table(versions))
     out.append(Heading(f"Impairment: backend {imp.get('backend', '?')}", 3))
-    out.append(_kv_table(_flatten(imp.get("applied") or {})))
+    out.append(_kv_table(_flatten(_group_identical(imp.get("applied") or {}))))
     out.append(Heading("Stack settings", 3))
     out.append(_kv_table(_flatten(meta.get("stacks") or {})))
     cells = meta.get("cells") or []

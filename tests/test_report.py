@@ -90,3 +90,13 @@ def test_cli_writes_into_the_run_and_rejects_a_non_run(
     assert "wrote" in capsys.readouterr().out
     assert main(["report", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_identical_cell_settings_are_shown_once() -> None:
+    from lab.report import _group_identical
+
+    link = {"delay_ms": 25.0, "loss": {"rate": 0.01}}
+    assert _group_identical({"c000": link, "c001": dict(link)}) == {"all cells": link}
+    other = {"delay_ms": 50.0, "loss": {"rate": 0.01}}
+    grouped = _group_identical({"c000": link, "c001": other, "c002": dict(link)})
+    assert grouped == {"c000, c002": link, "c001": other}
