@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from lab.peers.proc import stop as stop_process
 from lab.results import RunResults, RunWriter, make_run_id, open_for_resume
 from lab.scenario import Cell, Scenario, expand_cells
 from lab.workloads import estimate_s
@@ -254,17 +255,9 @@ class Hooks:
 
 # --- processes ----------------------------------------------------------------------------
 def _stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM, wait `grace_s`, SIGKILL."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
+    """SIGTERM, wait `grace_s`, SIGKILL (nothing when there is no process)."""
+    if proc is not None:
+        stop_process(proc, grace_s)
 
 
 def _tail(path: Path, n: int = 1500) -> str:
