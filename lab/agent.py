@@ -26,7 +26,7 @@ import trio
 from pydantic import BaseModel, ConfigDict
 
 from lab.http.settings import H2Settings, QuicSettings
-from lab.scenario import Workload
+from lab.scenario import StackSpec, Workload
 from lab.workloads import estimate_s, module
 from lab.workloads.base import WorkloadContext
 
@@ -47,7 +47,7 @@ class AgentConfig(BaseModel):
     rate_mbit: float | None = None  # the link's downlink rate
     expected_rate_mbit: float | None = None  # expected goodput, for the timeouts only
     early_data_header: bool = True
-    quic_engine: str = "aioquic"
+    stack: StackSpec = StackSpec()  # the cell's stack settings (see lab.runner.cell_stack)
     workloads: list[Workload]
     server_pid: int | None = None
     emulator_pid: int | None = None
@@ -77,8 +77,24 @@ def _delta(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else max(0.0, after - before)
 
 
+def client_settings(stack: StackSpec) -> tuple[H2Settings, QuicSettings]:
+    """The clients' (h2, QUIC) settings for a cell's `stack:` section."""
+    h2 = H2Settings(
+        max_concurrent_streams=stack.max_concurrent_streams,
+        tcp_congestion=stack.tcp_congestion,
+        tcp_notsent_lowat_bytes=stack.tcp_notsent_lowat_bytes,
+    )
+    quic = QuicSettings(
+        engine=stack.quic_engine,
+        congestion_control=stack.quic_congestion_control,
+        max_concurrent_streams=stack.max_concurrent_streams,
+    )
+    return h2, quic
+
+
 def context(cfg: AgentConfig) -> WorkloadContext:
     """The WorkloadContext of this agent's protocol."""
+    h2, quic = client_settings(cfg.stack)
     return WorkloadContext(
         protocol=cfg.protocol,  # type: ignore[arg-type]
         host=cfg.host,
@@ -88,8 +104,8 @@ def context(cfg: AgentConfig) -> WorkloadContext:
         server_name=cfg.server_name,
         ca_file=Path(cfg.ca_file) if cfg.ca_file else None,
         early_data_header=cfg.early_data_header,
-        h2=H2Settings(),
-        quic=QuicSettings(engine=cfg.quic_engine),  # type: ignore[arg-type]
+        h2=h2,
+        quic=quic,
     )
 
 

@@ -154,7 +154,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory")
     p.add_argument("--repeat", type=int, default=None, help="override the scenario's repeat")
-    p.add_argument("--quic-engine", choices=["aioquic", "qh3"], default="aioquic")
+    p.add_argument(
+        "--quic-engine",
+        choices=["aioquic", "qh3"],
+        default=None,
+        help="QUIC engine of every cell; overrides the scenario's stack.quic_engine "
+        "(default: the scenario's, aioquic if it names none)",
+    )
     p.add_argument("-y", "--yes", action="store_true", help="start without asking")
     p.set_defaults(handler=_cmd_run)
 
@@ -228,7 +234,22 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cert-dir", type=Path, default=None, help="CA + leaf cache directory")
     p.add_argument("--max-streams", type=int, default=100, help="max concurrent streams")
     p.add_argument("--quic-engine", choices=["aioquic", "qh3"], default="aioquic")
-    p.add_argument("--cc", choices=["cubic", "reno"], default="cubic", help="congestion control")
+    p.add_argument(
+        "--cc", choices=["cubic", "reno"], default="cubic", help="congestion control (TCP + QUIC)"
+    )
+    p.add_argument(
+        "--h2-cc",
+        metavar="NAME",
+        default=None,
+        help="TCP congestion control of h2 (any the kernel allows, e.g. bbr; default: --cc)",
+    )
+    p.add_argument(
+        "--notsent-lowat",
+        metavar="BYTES",
+        type=int,
+        default=None,
+        help="TCP_NOTSENT_LOWAT of h2 sockets (default: the kernel's, unbounded)",
+    )
     p.add_argument("--qlog-dir", type=Path, default=None, help="write one qlog per QUIC conn")
     p.add_argument("--grace", type=float, default=10.0, help="graceful-shutdown grace (s)")
     p.add_argument("--pod-size", type=int, default=2048, help="bytes per synthetic pod")
@@ -240,10 +261,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from lab.http.server import describe, run_server
     from lab.http.settings import H2Settings, QuicSettings, ServerConfig
 
+    if args.notsent_lowat is not None and args.notsent_lowat < 0:
+        print("lab serve: --notsent-lowat must be ≥ 0", file=sys.stderr)
+        return 2
+
     config = ServerConfig(
         host=args.host,
         port=args.port,
-        h2=H2Settings(max_concurrent_streams=args.max_streams, tcp_congestion=args.cc),
+        h2=H2Settings(
+            max_concurrent_streams=args.max_streams,
+            tcp_congestion=args.h2_cc or args.cc,
+            tcp_notsent_lowat_bytes=args.notsent_lowat,
+        ),
         quic=QuicSettings(
             engine=args.quic_engine,
             congestion_control=args.cc,

@@ -35,7 +35,7 @@ import pandas as pd
 
 from lab.peers.proc import stop as stop_process
 from lab.results import RunResults, RunWriter, make_run_id, open_for_resume
-from lab.scenario import Cell, Scenario, expand_cells
+from lab.scenario import Cell, Scenario, StackSpec, expand_cells
 from lab.workloads import estimate_s
 from lab.workloads.aggregate import CpuUsage, aggregate
 
@@ -131,6 +131,55 @@ def bytes_sizes(cell: Cell) -> tuple[int, ...]:
     return tuple(sorted(sizes))
 
 
+def cell_stack(cell: Cell, quic_engine: str | None = None) -> StackSpec:
+    """The stack settings a cell runs with: the cell's `stack:` (matrix values applied), with
+    `quic_engine` (the `lab run --quic-engine` flag) overriding the scenario's when given, and
+    max_concurrent_streams capped by any k8s_mix workload's `max_concurrent_streams`."""
+    stack = cell.scenario.stack
+    update: dict[str, Any] = {}
+    if quic_engine is not None:
+        update["quic_engine"] = quic_engine
+    caps = [w.max_concurrent_streams for w in cell.workloads if w.kind == "k8s_mix"]
+    if caps and min(caps) < stack.max_concurrent_streams:
+        update["max_concurrent_streams"] = min(caps)
+    return stack.model_copy(update=update) if update else stack
+
+
+def reference_serve_args(stack: StackSpec) -> list[str]:
+    """`lab serve` flags that give the reference server `stack`."""
+    args = [
+        "--quic-engine",
+        stack.quic_engine,
+        "--max-streams",
+        str(stack.max_concurrent_streams),
+        "--cc",
+        stack.quic_congestion_control,
+        "--h2-cc",
+        stack.tcp_congestion,
+    ]
+    if stack.tcp_notsent_lowat_bytes is not None:
+        args += ["--notsent-lowat", str(stack.tcp_notsent_lowat_bytes)]
+    return args
+
+
+def reference_config(stack: StackSpec) -> Any:
+    """The ServerConfig `lab serve` builds from `reference_serve_args(stack)` (for run.json)."""
+    from lab.http.settings import H2Settings, QuicSettings, ServerConfig
+
+    return ServerConfig(
+        h2=H2Settings(
+            max_concurrent_streams=stack.max_concurrent_streams,
+            tcp_congestion=stack.tcp_congestion,
+            tcp_notsent_lowat_bytes=stack.tcp_notsent_lowat_bytes,
+        ),
+        quic=QuicSettings(
+            engine=stack.quic_engine,
+            congestion_control=stack.quic_congestion_control,
+            max_concurrent_streams=stack.max_concurrent_streams,
+        ),
+    )
+
+
 def cell_frame(
     cell: Cell,
     repetition: int,
@@ -192,7 +241,7 @@ class RunOptions:
     backend: Backend | None = None  # None: default_backend()
     out_dir: Path = Path("results")
     repeat: int | None = None  # override the scenario's repeat
-    quic_engine: str = "aioquic"
+    quic_engine: str | None = None  # override the scenario's stack.quic_engine in every cell
     agent_timeout_factor: float = 4.0
 
 
@@ -279,7 +328,7 @@ class Runner:
         *,
         backend: Backend,
         repeat: int,
-        quic_engine: str = "aioquic",
+        quic_engine: str | None = None,
         hooks: Hooks | None = None,
         agent_timeout_factor: float = 4.0,
     ) -> None:
@@ -422,7 +471,7 @@ class Runner:
         spec = self.impl.launch(ctx)
         argv = list(spec.argv)
         if self.impl.name == "reference":
-            argv += ["--quic-engine", self.quic_engine, *self._max_streams_args(cell)]
+            argv += reference_serve_args(cell_stack(cell, self.quic_engine))
         env = {**os.environ, **spec.env}
         with open(log, "wb") as f:
             proc = subprocess.Popen(
@@ -450,11 +499,6 @@ class Runner:
             if time.monotonic() > deadline:
                 raise RunError(f"server not ready after {SERVER_READY_TIMEOUT_S} s: {_tail(log)}")
 
-    @staticmethod
-    def _max_streams_args(cell: Cell) -> list[str]:
-        caps = [w.max_concurrent_streams for w in cell.workloads if w.kind == "k8s_mix"]
-        return ["--max-streams", str(min(caps))] if caps else []
-
     def _spawn_agent(
         self,
         topo: Any,
@@ -466,20 +510,15 @@ class Runner:
         emulator_pid: int | None,
     ) -> _Agent:
         """Start the agent of one protocol; it loads and waits for `go` (see `_run_agent`)."""
-        from lab.agent import AgentConfig
-
         out_file = self.workdir / f"{tag}-{protocol}.json"
-        cfg = AgentConfig(
+        cfg = agent_config(
+            cell,
+            self.quic_engine,
             protocol=protocol,
             host=topo.server_v4,
             port=SERVER_PORT,
             ca_file=str(self.cert_dir / "ca.pem"),  # every server gets the lab's leaf
-            base_rtt_ms=cell.link.base_rtt_ms,
-            rate_mbit=downlink_rate(cell),
-            expected_rate_mbit=effective_rate(cell),
             early_data_header=self.impl.early_data_header,
-            quic_engine=self.quic_engine,
-            workloads=list(cell.workloads),
             server_pid=server_pid,
             emulator_pid=emulator_pid,
             out=str(out_file),
@@ -598,16 +637,40 @@ class Runner:
         self.writer.update_meta(cell_runs=runs, flagged=flagged, current=None)
 
 
-# --- metadata -----------------------------------------------------------------------------
-def stacks_info(server: str, quic_engine: str) -> dict[str, Any]:
-    """Stack settings of the server and the client for run.json."""
-    from lab.http.settings import H2Settings, QuicSettings, ServerConfig
+def agent_config(cell: Cell, quic_engine: str | None, **fields: Any) -> Any:
+    """The AgentConfig of `cell` (its link, workloads and stack settings) plus `fields`."""
+    from lab.agent import AgentConfig
 
-    client = {"h2": asdict(H2Settings()), "quic": asdict(QuicSettings(engine=quic_engine))}  # type: ignore[arg-type]
-    out: dict[str, Any] = {"client": _jsonable(client)}
+    return AgentConfig(
+        base_rtt_ms=cell.link.base_rtt_ms,
+        rate_mbit=downlink_rate(cell),
+        expected_rate_mbit=effective_rate(cell),
+        workloads=list(cell.workloads),
+        stack=cell_stack(cell, quic_engine),
+        **fields,
+    )
+
+
+# --- metadata -----------------------------------------------------------------------------
+def stacks_info(
+    server: str, cells: Sequence[Cell], quic_engine: str | None = None
+) -> dict[str, Any]:
+    """Stack settings of the server and the client for run.json: `stack`, `client` and (for
+    the reference server) `reference` are those of the first cell; when cells differ,
+    `per_cell` maps every cell id to the `stack:` values it ran with."""
+    from lab.agent import client_settings
+
+    stacks = {c.id: cell_stack(c, quic_engine) for c in cells}
+    first = next(iter(stacks.values()))
+    h2, quic = client_settings(first)
+    out: dict[str, Any] = {
+        "stack": first.model_dump(mode="json"),
+        "client": _jsonable({"h2": asdict(h2), "quic": asdict(quic)}),
+    }
+    if len({s.model_dump_json() for s in stacks.values()}) > 1:
+        out["per_cell"] = {cid: s.model_dump(mode="json") for cid, s in stacks.items()}
     if server == "reference":
-        cfg = ServerConfig(quic=QuicSettings(engine=quic_engine))  # type: ignore[arg-type]
-        out["reference"] = _jsonable(cfg.report())
+        out["reference"] = _jsonable(reference_config(first).report())
         out["reference"]["tcp_segment_bytes"] = 1448
     else:
         from lab.peers import registry
@@ -681,7 +744,7 @@ class Prepared:
     writer: RunWriter
     backend: Backend
     repeat: int
-    quic_engine: str
+    quic_engine: str | None  # the --quic-engine override (None: each cell's stack.quic_engine)
     resumed: bool
 
 
@@ -714,14 +777,21 @@ def prepare(scenario: Scenario, scenario_file: str | None, options: RunOptions) 
         scenario=scenario.resolved(),
         seed=scenario.seed,
         cells=[
-            {"cell": c.id, "axes": c.axes, "link": c.link.model_dump(mode="json")} for c in cells
+            {
+                "cell": c.id,
+                "axes": c.axes,
+                "link": c.link.model_dump(mode="json"),
+                "stack": cell_stack(c, options.quic_engine).model_dump(mode="json"),
+            }
+            for c in cells
         ],
         scenario_file=scenario_file,
         impairment=impairment_info(backend, cells),
-        stacks=stacks_info(scenario.server, options.quic_engine),
+        stacks=stacks_info(scenario.server, cells, options.quic_engine),
         extra={
             "repeat": repeat,
-            "quic_engine": options.quic_engine,
+            "quic_engine": cell_stack(cells[0], options.quic_engine).quic_engine,
+            "quic_engine_override": options.quic_engine,
             "implementation": scenario.server,
         },
         now=now,
@@ -751,7 +821,8 @@ def prepare_resume(path: Path) -> Prepared:
         writer,
         backend,
         repeat,
-        meta.get("quic_engine", "aioquic"),
+        # runs before `stack:` existed recorded only the flag's value as quic_engine
+        meta["quic_engine_override"] if "quic_engine_override" in meta else meta.get("quic_engine"),
         True,
     )
 

@@ -265,6 +265,22 @@ WORKLOAD_KINDS: dict[str, type[BaseModel]] = {
 Protocol = Literal["h2", "h3"]
 
 
+# --- stack settings -----------------------------------------------------------------------
+class StackSpec(_Strict):
+    """Settings of the reference server and of the lab's clients (both ends alike).
+
+    The defaults are today's behaviour. `lab run --quic-engine` overrides `quic_engine`.
+    External servers (caddy) keep their own defaults; only the lab's clients follow these.
+    """
+
+    tcp_congestion: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")] = "cubic"  # TCP_CONGESTION
+    quic_congestion_control: Literal["reno", "cubic"] = "cubic"
+    # TCP_NOTSENT_LOWAT of h2 sockets; None = the kernel's default (unbounded, as Go's net/http2)
+    tcp_notsent_lowat_bytes: NonNegativeInt | None = None
+    max_concurrent_streams: PositiveInt = 100  # h2 SETTINGS and QUIC max streams
+    quic_engine: Literal["aioquic", "qh3"] = "aioquic"
+
+
 # --- the scenario -------------------------------------------------------------------------
 class Scenario(_Strict):
     """A scenario file: the link, the server, the workloads and the matrix of cells."""
@@ -279,6 +295,7 @@ class Scenario(_Strict):
     protocols: Annotated[list[Protocol], Field(min_length=1)] = ["h2", "h3"]
     server: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] = "reference"
     workloads: Annotated[list[Workload], Field(min_length=1)]
+    stack: StackSpec = StackSpec()  # stack settings (congestion control, TCP_NOTSENT_LOWAT, …)
     # axis (dotted field path) → values; cells are the cartesian product, first axis slowest
     matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
 
@@ -467,6 +484,11 @@ def _axis_targets(doc: dict[str, Any], key: str) -> list[tuple[Hashable, ...]]:
         if root == "link" and "link" not in doc:
             return [("uplink", *rest), ("downlink", *rest)]
         return [(root, *rest)]
+    if root == "stack":
+        if not rest:
+            raise ValueError("'stack' alone is not an axis; name one of its fields")
+        _check_field_path(root, [StackSpec], rest)
+        return [(root, *rest)]
     if root in WORKLOAD_KINDS:
         _check_field_path(root, [WORKLOAD_KINDS[root]], rest)
         if not rest:
@@ -480,8 +502,8 @@ def _axis_targets(doc: dict[str, Any], key: str) -> list[tuple[Hashable, ...]]:
         return [(root,)]
     kinds = ", ".join(WORKLOAD_KINDS)
     raise ValueError(
-        f"addresses no field: an axis starts with link, uplink, downlink, seed, protocols, "
-        f"server or a workload kind ({kinds})"
+        f"addresses no field: an axis starts with link, uplink, downlink, stack, seed, "
+        f"protocols, server or a workload kind ({kinds})"
     )
 
 

@@ -385,7 +385,7 @@ async def _tcp_connect(opts: ConnectOptions, timings: ConnectionTimings) -> trio
     family, type_, proto, _, addr = infos[0]
     sock = trio.socket.socket(family, type_, proto)
     try:
-        set_tcp_options(sock, opts.h2.tcp_congestion)
+        set_tcp_options(sock, opts.h2.tcp_congestion, opts.h2.tcp_notsent_lowat_bytes)
         timings.connect_start_ns = time.monotonic_ns()
         await sock.connect(addr)
         timings.tcp_connected_ns = time.monotonic_ns()

@@ -40,6 +40,17 @@ SEND_BATCH_BYTES = 1024 * 1024  # data queued in the engine per flush
 HANDSHAKE_TIMEOUT_S = 10.0
 _GOAWAY_BYTES = 17  # frame header + last stream id + error code, no debug data
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+def send_batch_bytes(notsent_lowat: int | None, max_frame_bytes: int) -> int:
+    """DATA bytes one writer queues per flush. Unbounded socket (None): SEND_BATCH_BYTES. With
+    TCP_NOTSENT_LOWAT the socket holds little unsent data, so a flush blocks until its batch is
+    nearly sent; batches of max(lowat, one frame) let the FIFO write lock interleave streams."""
+    if notsent_lowat is None:
+        return SEND_BATCH_BYTES
+    return min(SEND_BATCH_BYTES, max(notsent_lowat, max_frame_bytes))
+
+
 _HPACK_HARD_LIMIT_FACTOR = 4  # decoder hard limit = factor × app limit (431 below, GOAWAY above)
 
 
@@ -143,7 +154,7 @@ class _Writer:
                 if conn.local_flow_control_window(st.id) <= 0 and not st.reset:
                     await event.wait()
                 continue
-            budget = min(window, total - off, SEND_BATCH_BYTES)
+            budget = min(window, total - off, c.batch_bytes)
             frame = conn.max_outbound_frame_size
             end = off + budget
             try:
@@ -209,6 +220,7 @@ class H2ServerConnection:
         self._idle = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.requests = 0
+        self.batch_bytes = send_batch_bytes(s.tcp_notsent_lowat_bytes, s.max_frame_size_bytes)
 
     # --- I/O -----------------------------------------------------------------------------
     async def flush(self, extra: bytes = b"") -> None:
@@ -456,7 +468,9 @@ async def _serve_one(
             peer = f"[{p[0]}]:{p[1]}"
         except OSError:
             pass
-        set_tcp_options(sock_stream.socket, config.h2.tcp_congestion)
+        set_tcp_options(
+            sock_stream.socket, config.h2.tcp_congestion, config.h2.tcp_notsent_lowat_bytes
+        )
         tls = trio.SSLStream(sock_stream, ssl_context, server_side=True)
         with trio.move_on_after(HANDSHAKE_TIMEOUT_S) as hs:
             await tls.do_handshake()
@@ -496,7 +510,7 @@ async def serve_h2(
     """
     trio_listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in listeners]
     for s in listeners:
-        set_tcp_options(s, config.h2.tcp_congestion)
+        set_tcp_options(s, config.h2.tcp_congestion, config.h2.tcp_notsent_lowat_bytes)
     try:
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:

@@ -166,6 +166,10 @@ async def _watch_signals(signals, shutdown: trio.Event, scope: trio.CancelScope)
         shutdown.set()
 
 
+def _lowat(value: int | None) -> str:
+    return "kernel-default" if value is None else f"{value}B"
+
+
 def describe(info: ServerInfo) -> str:
     """What `lab serve` prints when ready: addresses, certificate, protocol settings."""
     cfg = info.config
@@ -182,7 +186,8 @@ def describe(info: ServerInfo) -> str:
         f"  h2 settings: max_concurrent_streams={h2s.max_concurrent_streams} "
         f"stream_window={h2s.initial_stream_window_bytes} "
         f"connection_window={h2s.connection_window_bytes} "
-        f"max_frame={h2s.max_frame_size_bytes} tcp_congestion={h2s.tcp_congestion}"
+        f"max_frame={h2s.max_frame_size_bytes} tcp_congestion={h2s.tcp_congestion} "
+        f"tcp_notsent_lowat={_lowat(h2s.tcp_notsent_lowat_bytes)}"
     )
     lines.append(
         f"  quic settings: engine={qs.engine} cc={qs.congestion_control} "

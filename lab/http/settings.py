@@ -25,6 +25,9 @@ class H2Settings:
     connection_window_bytes: int = BIG_WINDOW_BYTES
     max_frame_size_bytes: int = 16_384
     tcp_congestion: str = "cubic"  # set per socket with TCP_CONGESTION
+    # TCP_NOTSENT_LOWAT: bound on unsent bytes in the socket buffer (None = the kernel's default,
+    # unbounded, as in Go's net/http2); with a bound the h2 scheduler keeps control of the order
+    tcp_notsent_lowat_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,25 @@ log = logging.getLogger(__name__)
 _warned: set[str] = set()
 
 
-def set_tcp_options(sock: socket.socket | trio.socket.SocketType, congestion: str) -> str | None:
-    """TCP_NODELAY on, TCP_CONGESTION = `congestion` if the kernel allows it.
+# Linux's value; Python's socket module lacks the constant on some builds
+TCP_NOTSENT_LOWAT: int = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+
+
+def set_tcp_options(
+    sock: socket.socket | trio.socket.SocketType,
+    congestion: str,
+    notsent_lowat: int | None = None,
+) -> str | None:
+    """TCP_NODELAY on, TCP_CONGESTION = `congestion` if the kernel allows it, and
+    TCP_NOTSENT_LOWAT = `notsent_lowat` bytes unless it is None (the kernel's default:
+    net.ipv4.tcp_notsent_lowat, normally unbounded).
 
     Returns the congestion control actually in use (None when it cannot be read). A refused
     algorithm is logged once and the socket keeps the system default.
     """
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if notsent_lowat is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, int(notsent_lowat))
     if congestion:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
@@ -35,6 +47,14 @@ def congestion_of(sock: socket.socket | trio.socket.SocketType) -> str | None:
     except OSError:
         return None
     return raw.split(b"\0", 1)[0].decode()
+
+
+def notsent_lowat_of(sock: socket.socket | trio.socket.SocketType) -> int | None:
+    """TCP_NOTSENT_LOWAT of `sock` in bytes (0xFFFFFFFF = unbounded), None if unreadable."""
+    try:
+        return int(sock.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT))
+    except OSError:
+        return None
 
 
 def bind_tcp(host: str, port: int, backlog: int = 1024) -> list[socket.socket]:
