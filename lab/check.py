@@ -11,6 +11,7 @@ A thresholds file (YAML) is a list of claims, each a bound on one statistic of o
         where: {watch.streams: 16}     # matrix-axis values (exact; numbers compared with isclose)
         statistic: median              # median | mean | min | max | p<N>, e.g. p95, p99.9
         over: repetitions              # repetitions (per-repetition medians) | samples (pooled)
+        pool_cells: false              # true: one value over all matching cells together
         max: 0.25                      # and/or min
 
 `ratio: h3/h2` instead of `protocol` bounds statistic(h3) / statistic(h2). A threshold is
@@ -38,6 +39,7 @@ from lab.verdicts import effective_mode
 from lab.yamlpos import YamlError, load_yaml
 
 Status = Literal["pass", "fail", "error"]
+POOLED = "all matching cells"  # the cell label of a `pool_cells: true` threshold
 _STATISTIC = re.compile(r"^(median|mean|min|max|p(\d{1,2}(\.\d+)?|100))$")
 AxisValue = float | int | str | bool
 
@@ -62,6 +64,9 @@ class Threshold(BaseModel):
     where: dict[str, AxisValue] = Field(default_factory=dict)
     statistic: str = "median"
     over: Literal["repetitions", "samples"] = "repetitions"
+    # True: one verdict over every matching cell's values together (for a workload that the
+    # matrix does not vary, e.g. bulk across watch.streams cells: its cells are repetitions)
+    pool_cells: bool = False
     min: float | None = None
     max: float | None = None
 
@@ -266,7 +271,7 @@ def _values(rows: pd.DataFrame, t: Threshold, protocol: str) -> np.ndarray:
     rows = rows[rows["protocol"] == protocol]
     if t.over == "samples":
         return rows["value"].to_numpy(dtype=float)
-    return per_repetition(rows, t.metric)["value"].to_numpy(dtype=float)
+    return per_repetition(rows, t.metric, by=["cell"])["value"].to_numpy(dtype=float)
 
 
 def _cpu_bound_cells(samples: pd.DataFrame, workload: str) -> set[str]:
@@ -288,7 +293,8 @@ def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
     cells: list[CellValue] = []
     skipped: list[str] = []
     undefined: list[str] = []
-    for cell, g in rows.groupby("cell", sort=True):
+    groups = [(POOLED, rows)] if t.pool_cells else rows.groupby("cell", sort=True)
+    for cell, g in groups:
         if t.ratio is not None:
             a, b = _values(g, t, "h3"), _values(g, t, "h2")
             if a.size == 0 or b.size == 0:
@@ -308,7 +314,8 @@ def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
             and (t.max is None or value <= t.max)
             and (t.min is None or value >= t.min)
         )
-        cells.append(CellValue(str(cell), value, ok, n, str(cell) in bound))
+        cpu_bound = bool(bound & set(g["cell"].astype(str)))
+        cells.append(CellValue(str(cell), value, ok, n, cpu_bound))
     if not cells:
         why = "no cell has both h2 and h3 values"
         if undefined:

@@ -154,3 +154,34 @@ def test_where_on_a_fixed_workload_field_uses_the_scenario() -> None:
     out = with_scenario_fields(df, meta, {"watch.streams", "bulk.bytes", "loss_rate"})
     assert list(out["watch.streams"]) == [16, 16]
     assert "bulk.bytes" not in out.columns and "loss_rate" not in out.columns
+
+
+def test_pool_cells_judges_all_cells_repetitions_together() -> None:
+    """Two cells of 3 repetitions: per cell, one breaks min 0.7; pooled, the six per-repetition
+    values of each protocol give one median ratio (and repetitions of different cells are not
+    merged into one)."""
+    import pandas as pd
+
+    from lab.check import POOLED, LoadedThreshold, Threshold, evaluate
+
+    h2 = {"c000": [4.0, 4.0, 4.0], "c001": [4.0, 4.0, 4.0]}
+    h3 = {"c000": [4.0, 4.0, 4.0], "c001": [2.0, 2.0, 2.0]}
+    rows = [
+        {"cell": cell, "repetition": rep, "protocol": proto, "workload": "bulk",
+         "stream": pd.NA, "metric": "goodput_mbit", "value": v, "unit": "Mbit/s"}
+        for proto, per_cell in (("h2", h2), ("h3", h3))
+        for cell, values in per_cell.items()
+        for rep, v in enumerate(values)
+    ]  # fmt: skip
+    samples = pd.DataFrame(rows)
+
+    def judge(pool: bool) -> tuple[str, list[tuple[str, float]]]:
+        t = Threshold(name="g", workload="bulk", metric="goodput_mbit", ratio="h3/h2",
+                      pool_cells=pool, min=0.7)  # fmt: skip
+        result = evaluate(samples, LoadedThreshold(t, "t.yaml", 1))
+        return result.status, [(c.cell, c.value) for c in result.cells]
+
+    status, cells = judge(False)
+    assert status == "fail" and cells == [("c000", 1.0), ("c001", 0.5)]
+    status, cells = judge(True)  # medians of (4,4,4,2,2,2)/(4,…): 3/4
+    assert status == "pass" and cells == [(POOLED, 0.75)]
