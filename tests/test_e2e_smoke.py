@@ -248,3 +248,36 @@ def test_interrupted_run_resumes_without_redoing_finished_cells(tmp_path: Path) 
     assert (per == 1).all() and len(per) == 2 * 2 * 2  # each aggregate exactly once
     assert res.meta["timing"]["wall_s"] > 0
     _assert_no_namespaces_left(_prefixes(res.meta))
+
+
+SMOKE_CADDY = ROOT / "scenarios" / "smoke-caddy.yaml"
+
+
+def test_caddy_under_lab_run(tmp_path: Path) -> None:
+    """`server: caddy` (quic-go) through the same namespaces and emulator: TTFB per mode with
+    0-RTT proven by the handshake (Caddy sends no lab-early-data header), and goodput."""
+    _needs_netns()
+    out = tmp_path / "results"
+    p = subprocess.run(
+        _lab_argv("run", str(SMOKE_CADDY), "--out", str(out), "--impair", "emulator", "--yes"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    (run_dir,) = out.iterdir()
+    res = load(run_dir)
+    s = res.samples
+    assert set(s["implementation"]) == {"caddy"}
+    ttfb = s[s["metric"] == "ttfb_rtt"]
+    zero = ttfb[(ttfb["protocol"] == "h3") & (ttfb["mode"] == "zero_rtt")]
+    assert len(zero) == 3 and zero["early_data"].fillna(False).astype(bool).sum() >= 2
+    assert zero[zero["early_data"].fillna(False).astype(bool)]["value"].median() < 1.8
+    cold = ttfb[(ttfb["mode"] == "cold")].groupby("protocol")["value"].median()
+    assert 1.8 < cold["h3"] < cold["h2"]
+    assert not ttfb[ttfb["protocol"] == "h2"]["early_data"].fillna(False).astype(bool).any()
+    goodput = s[s["metric"] == "goodput_mbit"].set_index("protocol")["value"]
+    assert set(goodput.index) == {"h2", "h3"} and (goodput > 0.5).all()
+    _assert_no_namespaces_left(_prefixes(res.meta))

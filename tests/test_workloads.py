@@ -346,3 +346,26 @@ def test_sent_ns_is_never_after_the_response() -> None:
     assert sent_ns(resp(100, 150, 200)) == 100
     assert sent_ns(resp(180, 150, 200)) == 150  # stamped after the response began
     assert sent_ns(resp(300, None, 200)) == 200
+
+
+def test_early_data_proof_without_a_server_header() -> None:
+    """Servers that send no lab-early-data header: 0-RTT counts only when the handshake
+    accepted early data and the request left before the handshake was done."""
+    from lab.http.client import ConnectionTimings, Response
+    from lab.workloads.handshake import early_data_proven
+
+    def resp(sent_ns: int, header: bool = False) -> Response:
+        return Response(1, 200, [], sent_ns, sent_ns + 5, sent_ns + 5, 0, None, [], header)
+
+    accepted = ConnectionTimings(
+        connect_start_ns=0, handshake_done_ns=100, early_data_sent=True, early_data_accepted=True
+    )
+    assert early_data_proven(False, accepted, resp(10))
+    assert not early_data_proven(False, accepted, resp(150))  # sent after the handshake
+    rejected = ConnectionTimings(
+        connect_start_ns=0, handshake_done_ns=100, early_data_sent=True, early_data_accepted=False
+    )
+    assert not early_data_proven(False, rejected, resp(10))
+    # a server that says so is believed, and only then
+    assert early_data_proven(True, rejected, resp(150, header=True))
+    assert not early_data_proven(True, accepted, resp(10, header=False))
