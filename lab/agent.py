@@ -47,7 +47,7 @@ class AgentConfig(BaseModel):
     rate_mbit: float | None = None  # the link's downlink rate
     expected_rate_mbit: float | None = None  # expected goodput, for the timeouts only
     early_data_header: bool = True
-    stack: StackSpec = StackSpec()  # the cell's stack settings (see lab.runner.cell_stack)
+    stack: StackSpec = StackSpec()  # the cell's stack settings (see lab.stack.cell_stack)
     workloads: list[Workload]
     server_pid: int | None = None
     emulator_pid: int | None = None

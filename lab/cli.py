@@ -169,6 +169,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from lab import runner
+    from lab.plan import estimate_run_s
     from lab.progress import RunProgress, fmt_duration, summary_table
     from lab.scenario import ScenarioError, load_scenario
 
@@ -206,7 +207,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except Exception as e:  # e.g. results.ResultsError on --resume of a non-run directory
         print(f"lab run: {e}", file=sys.stderr)
         return 2
-    est = runner.estimate_run_s(prep.todo)
+    est = estimate_run_s(prep.todo)
     print(
         f"run {prep.writer.path} ({prep.backend}); {len(prep.todo)} of {len(prep.pairs)} "
         f"cell repetitions to do, about {fmt_duration(est)}",

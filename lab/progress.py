@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lab.runner import CellOutcome, Hooks
+from lab.run_meta import CellOutcome
+from lab.runner import Hooks
 from lab.scenario import Cell
 
 

@@ -26,204 +26,34 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
+from lab.collect import axis_value as axis_value  # re-exported for tests
+from lab.collect import cell_frame
 from lab.peers.proc import stop as stop_process
+from lab.plan import bytes_sizes, cell_seed, effective_rate, estimate_run_s, plan, protocol_order
+from lab.plan import mean_loss as mean_loss  # re-exported for tests
 from lab.results import RunResults, RunWriter, make_run_id, open_for_resume
-from lab.scenario import Cell, Scenario, StackSpec, expand_cells
+from lab.run_meta import Backend, CellOutcome, cell_key, cell_record, impairment_info
+from lab.scenario import Cell, Scenario, expand_cells
+from lab.stack import agent_config, cell_stack, reference_serve_args
+from lab.stack import reference_config as reference_config  # re-exported for tests
+from lab.stack import stacks_info as _stacks_info
 from lab.workloads import estimate_s
-from lab.workloads.aggregate import CpuUsage, aggregate
 
-Backend = Literal["netem", "emulator"]
 SERVER_PORT = 8443
 SERVER_READY_TIMEOUT_S = 20.0
 AGENT_READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 3.0
-# Calibrated on the 2-core box (see docs/running.md): fixed costs of one cell-repetition and
-# of one agent (process start, imports, connection set-up beyond the workload's own estimate).
-CELL_OVERHEAD_S = 2.5
-AGENT_OVERHEAD_S = 1.0
 
 
 class RunError(RuntimeError):
     """The run cannot start (e.g. the backend cannot express the link, unknown server)."""
-
-
-# --- pure helpers -------------------------------------------------------------------------
-def protocol_order(protocols: Sequence[str], repetition: int) -> list[str]:
-    """The scenario's protocol order on even repetitions, reversed on odd ones."""
-    out = list(protocols)
-    return out if repetition % 2 == 0 else out[::-1]
-
-
-def plan(cells: Sequence[Cell], repeat: int) -> list[tuple[Cell, int]]:
-    """(cell, repetition) pairs in run order: every cell of repetition 0, then of 1, …
-    (so an interrupted run has covered every cell once as early as possible)."""
-    return [(c, r) for r in range(repeat) for c in cells]
-
-
-def cell_seed(cell: Cell, repetition: int) -> int:
-    """The emulator seed of (cell, repetition), derived from the scenario seed with
-    numpy's SeedSequence([scenario seed, cell index, repetition])."""
-    return cell.seed(repetition)
-
-
-def downlink_rate(cell: Cell) -> float | None:
-    """The server → client rate in Mbit/s (None = unlimited)."""
-    return cell.link.downlink.rate_mbit
-
-
-def mean_loss(cell: Cell) -> float:
-    """The downlink's mean random loss probability (0 for drop lists and no loss)."""
-    loss = cell.link.downlink.loss
-    if loss.model == "bernoulli":
-        return float(loss.rate)
-    if loss.model == "gilbert_elliott":
-        return float(loss.mean_loss)
-    return 0.0
-
-
-def effective_rate(cell: Cell) -> float | None:
-    """Expected bulk goodput (Mbit/s) for estimates: the link rate, capped by loss-limited
-    throughput (Mathis: 1.22 × MSS / (RTT × √p), × 1.5 since cubic recovers faster than the
-    Reno model — calibrated on lossy.yaml); None = unlimited."""
-    rate = downlink_rate(cell)
-    p, rtt_s = mean_loss(cell), cell.link.base_rtt_ms / 1e3
-    if p > 0 and rtt_s > 0:
-        mathis = 1.5 * 1.22 * 1448 * 8 / (rtt_s * p**0.5) / 1e6
-        rate = mathis if rate is None else min(rate, mathis)
-    return rate
-
-
-def estimate_cell_s(cell: Cell) -> float:
-    """Estimated seconds of one repetition of `cell` (all protocols, overhead included)."""
-    rtt, rate = cell.link.base_rtt_ms, effective_rate(cell)
-    per_protocol = AGENT_OVERHEAD_S + sum(estimate_s(w, rtt, rate) for w in cell.workloads)
-    return CELL_OVERHEAD_S + len(cell.scenario.protocols) * per_protocol
-
-
-def estimate_run_s(pairs: Sequence[tuple[Cell, int]]) -> float:
-    """Estimated seconds of the given (cell, repetition) pairs."""
-    return sum(estimate_cell_s(c) for c, _ in pairs)
-
-
-def axis_value(value: Any) -> Any:
-    """An axis value as a parquet-friendly scalar (lists and mappings as JSON text)."""
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    return json.dumps(value, sort_keys=True)
-
-
-def bytes_sizes(cell: Cell) -> tuple[int, ...]:
-    """Every /bytes/{n} size the cell's workloads fetch (for servers that pre-write files)."""
-    sizes: set[int] = set()
-    for w in cell.workloads:
-        for attr in ("object_bytes", "rpc_bytes", "bulk_bytes", "response_bytes", "get_bytes"):
-            if hasattr(w, attr):
-                sizes.add(int(getattr(w, attr)))
-        if w.kind == "bulk":
-            sizes.add(int(w.bytes))
-    return tuple(sorted(sizes))
-
-
-def cell_stack(cell: Cell, quic_engine: str | None = None) -> StackSpec:
-    """The stack settings a cell runs with: the cell's `stack:` (matrix values applied), with
-    `quic_engine` (the `lab run --quic-engine` flag) overriding the scenario's when given, and
-    max_concurrent_streams capped by any k8s_mix workload's `max_concurrent_streams`."""
-    stack = cell.scenario.stack
-    update: dict[str, Any] = {}
-    if quic_engine is not None:
-        update["quic_engine"] = quic_engine
-    caps = [w.max_concurrent_streams for w in cell.workloads if w.kind == "k8s_mix"]
-    if caps and min(caps) < stack.max_concurrent_streams:
-        update["max_concurrent_streams"] = min(caps)
-    return stack.model_copy(update=update) if update else stack
-
-
-def reference_serve_args(stack: StackSpec) -> list[str]:
-    """`lab serve` flags that give the reference server `stack`."""
-    args = [
-        "--quic-engine",
-        stack.quic_engine,
-        "--max-streams",
-        str(stack.max_concurrent_streams),
-        "--cc",
-        stack.quic_congestion_control,
-        "--h2-cc",
-        stack.tcp_congestion,
-    ]
-    if stack.tcp_notsent_lowat_bytes is not None:
-        args += ["--notsent-lowat", str(stack.tcp_notsent_lowat_bytes)]
-    return args
-
-
-def reference_config(stack: StackSpec) -> Any:
-    """The ServerConfig `lab serve` builds from `reference_serve_args(stack)` (for run.json)."""
-    from lab.http.settings import H2Settings, QuicSettings, ServerConfig
-
-    return ServerConfig(
-        h2=H2Settings(
-            max_concurrent_streams=stack.max_concurrent_streams,
-            tcp_congestion=stack.tcp_congestion,
-            tcp_notsent_lowat_bytes=stack.tcp_notsent_lowat_bytes,
-        ),
-        quic=QuicSettings(
-            engine=stack.quic_engine,
-            congestion_control=stack.quic_congestion_control,
-            max_concurrent_streams=stack.max_concurrent_streams,
-        ),
-    )
-
-
-def cell_frame(
-    cell: Cell,
-    repetition: int,
-    protocol: str,
-    implementation: str,
-    agent_result: dict[str, Any],
-    *,
-    emulator: bool,
-) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """samples rows of one agent result (one protocol), and the (workload, error) failures."""
-    rows: list[dict[str, Any]] = []
-    errors: list[tuple[str, str]] = []
-    base_rtt, rate = cell.link.base_rtt_ms, downlink_rate(cell)
-    axes = {k: axis_value(v) for k, v in cell.axes.items()}
-    for w in agent_result["workloads"]:
-        if w["error"]:
-            errors.append((w["kind"], w["error"]))
-            continue
-        params = cell.workloads[w["index"]]
-        cpu = w["cpu"]
-        usage = CpuUsage(
-            server_s=cpu["server_s"] or 0.0,
-            client_s=cpu["client_s"] or 0.0,
-            emulator_s=(cpu["emulator_s"] or 0.0) if emulator else None,
-            wall_s=w["wall_s"],
-        )
-        try:
-            out = aggregate(
-                w["kind"], params, w["rows"], base_rtt_ms=base_rtt, rate_mbit=rate, cpu=usage
-            )
-        except ValueError as e:
-            errors.append((w["kind"], f"aggregation failed: {e}"))
-            continue
-        for r in out:
-            r.update(
-                cell=cell.id,
-                repetition=repetition,
-                protocol=protocol,
-                workload=w["kind"],
-                implementation=implementation,
-                **axes,
-            )
-            rows.append(r)
-    return pd.DataFrame(rows), errors
 
 
 def default_backend() -> Backend:
@@ -243,25 +73,6 @@ class RunOptions:
     repeat: int | None = None  # override the scenario's repeat
     quic_engine: str | None = None  # override the scenario's stack.quic_engine in every cell
     agent_timeout_factor: float = 4.0
-
-
-@dataclass
-class CellOutcome:
-    """What happened in one (cell, repetition)."""
-
-    cell: str
-    repetition: int
-    ok: bool
-    seed: int
-    prefix: str = ""  # the topology's name prefix (namespaces <prefix>-cli/-rtr/-srv)
-    errors: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # emulator flags (lateness, TUN drops)
-    load_avg: float | None = None  # host 1-min load average at the end (other processes' CPU)
-    setup_s: float = 0.0
-    workload_s: float = 0.0
-    collect_s: float = 0.0
-    teardown_s: float = 0.0
-    wall_s: float = 0.0
 
 
 @dataclass
@@ -601,122 +412,50 @@ class Runner:
 
     def _cell_record(self, o: CellOutcome) -> dict[str, Any]:
         """run.json `cell_runs` entry of one outcome (keeps an earlier `finished_utc`)."""
-        key = f"{o.cell}-{o.repetition}"
-        earlier = self.writer.meta.get("cell_runs", {}).get(key, {})
-        return {
-            "seed": o.seed,
-            "prefix": o.prefix,
-            "ok": o.ok,
-            "problems": o.problems,
-            "load_avg_1min": o.load_avg,
-            "errors": o.errors,
-            "finished_utc": earlier.get("finished_utc")
-            or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            **{
-                k: round(getattr(o, k), 3)
-                for k in ("wall_s", "setup_s", "workload_s", "collect_s", "teardown_s")
-            },
-        }
+        earlier = self.writer.meta.get("cell_runs", {}).get(cell_key(o), {})
+        return cell_record(o, earlier, datetime.now(UTC))
 
     def _stage_record(self, o: CellOutcome) -> None:
         """Put the outcome into run.json's in-memory meta; the next write persists it (so
         `mark_completed` and the record land in one atomic write)."""
         runs = dict(self.writer.meta.get("cell_runs", {}))
-        runs[f"{o.cell}-{o.repetition}"] = self._cell_record(o)
+        runs[cell_key(o)] = self._cell_record(o)
         self.writer.meta["cell_runs"] = runs
 
     def _record_cell(self, o: CellOutcome) -> None:
         runs = dict(self.writer.meta.get("cell_runs", {}))
-        runs[f"{o.cell}-{o.repetition}"] = self._cell_record(o)
+        runs[cell_key(o)] = self._cell_record(o)
         flagged = sorted(
             {
                 *self.writer.meta.get("flagged", []),
-                *([f"{o.cell}-{o.repetition}"] if o.problems else []),
+                *([cell_key(o)] if o.problems else []),
             }
         )
         self.writer.update_meta(cell_runs=runs, flagged=flagged, current=None)
-
-
-def agent_config(cell: Cell, quic_engine: str | None, **fields: Any) -> Any:
-    """The AgentConfig of `cell` (its link, workloads and stack settings) plus `fields`."""
-    from lab.agent import AgentConfig
-
-    return AgentConfig(
-        base_rtt_ms=cell.link.base_rtt_ms,
-        rate_mbit=downlink_rate(cell),
-        expected_rate_mbit=effective_rate(cell),
-        workloads=list(cell.workloads),
-        stack=cell_stack(cell, quic_engine),
-        **fields,
-    )
 
 
 # --- metadata -----------------------------------------------------------------------------
 def stacks_info(
     server: str, cells: Sequence[Cell], quic_engine: str | None = None
 ) -> dict[str, Any]:
-    """Stack settings of the server and the client for run.json: `stack`, `client` and (for
-    the reference server) `reference` are those of the first cell; when cells differ,
-    `per_cell` maps every cell id to the `stack:` values it ran with."""
-    from lab.agent import client_settings
-
-    stacks = {c.id: cell_stack(c, quic_engine) for c in cells}
-    first = next(iter(stacks.values()))
-    h2, quic = client_settings(first)
-    out: dict[str, Any] = {
-        "stack": first.model_dump(mode="json"),
-        "client": _jsonable({"h2": asdict(h2), "quic": asdict(quic)}),
-    }
-    if len({s.model_dump_json() for s in stacks.values()}) > 1:
-        out["per_cell"] = {cid: s.model_dump(mode="json") for cid, s in stacks.items()}
-    if server == "reference":
-        out["reference"] = _jsonable(reference_config(first).report())
-        out["reference"]["tcp_segment_bytes"] = 1448
-    else:
-        from lab.peers import registry
-
-        impl = registry.get(server)
-        version = None
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            p = subprocess.run(
-                list(impl.version_argv), capture_output=True, text=True, timeout=5, check=False
-            )
-            version = (
-                (p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr) else None
-            )
-        out[server] = {
-            "description": impl.description,
-            "version": version,
-            "settings": "the implementation's defaults",
-        }
-    return out
+    """lab.stack.stacks_info with an external server's version line, asked from its binary
+    (`version_argv`, 5 s at most; None when that fails)."""
+    version = None if server == "reference" else server_version(server)
+    return _stacks_info(server, cells, quic_engine, server_version=version)
 
 
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
+def server_version(server: str) -> str | None:
+    """The first output line of the implementation's `version_argv` (None when it fails)."""
+    from lab.peers import registry
 
-
-def impairment_info(backend: Backend, cells: Sequence[Cell]) -> dict[str, Any]:
-    """What the backend applies per cell (run.json `impairment`)."""
-    applied: dict[str, Any] = {}
-    for cell in cells:
-        link = cell.link.model_dump(mode="json")
-        if backend == "netem":
-            from lab.link.netem import netem_commands
-
-            cmds = netem_commands(
-                cell.link,
-                uplink_dev="<router-server-if>",
-                downlink_dev="<router-client-if>",
-                netns="<router-ns>",
-            )
-            applied[cell.id] = {"link": link, "tc": [" ".join(c) for c in cmds], "seeded": False}
-        else:
-            applied[cell.id] = {
-                "link": link,
-                "tool": "lab.link.emulator (seeded per cell and repetition)",
-            }
-    return {"backend": backend, "applied": applied}
+    impl = registry.get(server)
+    version = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        p = subprocess.run(
+            list(impl.version_argv), capture_output=True, text=True, timeout=5, check=False
+        )
+        version = (p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr) else None
+    return version
 
 
 def check_backend(backend: Backend, cells: Sequence[Cell]) -> None:

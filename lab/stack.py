@@ -1,0 +1,116 @@
+"""A cell's stack settings (pure): the `stack:` section as the reference server's `lab serve`
+flags, the agent's config and the run.json `stacks` record (sizes in bytes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from lab.plan import downlink_rate, effective_rate
+from lab.scenario import Cell, StackSpec
+
+
+def cell_stack(cell: Cell, quic_engine: str | None = None) -> StackSpec:
+    """The stack settings a cell runs with: the cell's `stack:` (matrix values applied), with
+    `quic_engine` (the `lab run --quic-engine` flag) overriding the scenario's when given, and
+    max_concurrent_streams capped by any k8s_mix workload's `max_concurrent_streams`."""
+    stack = cell.scenario.stack
+    update: dict[str, Any] = {}
+    if quic_engine is not None:
+        update["quic_engine"] = quic_engine
+    caps = [w.max_concurrent_streams for w in cell.workloads if w.kind == "k8s_mix"]
+    if caps and min(caps) < stack.max_concurrent_streams:
+        update["max_concurrent_streams"] = min(caps)
+    return stack.model_copy(update=update) if update else stack
+
+
+def reference_serve_args(stack: StackSpec) -> list[str]:
+    """`lab serve` flags that give the reference server `stack`."""
+    args = [
+        "--quic-engine",
+        stack.quic_engine,
+        "--max-streams",
+        str(stack.max_concurrent_streams),
+        "--cc",
+        stack.quic_congestion_control,
+        "--h2-cc",
+        stack.tcp_congestion,
+    ]
+    if stack.tcp_notsent_lowat_bytes is not None:
+        args += ["--notsent-lowat", str(stack.tcp_notsent_lowat_bytes)]
+    return args
+
+
+def reference_config(stack: StackSpec) -> Any:
+    """The ServerConfig `lab serve` builds from `reference_serve_args(stack)` (for run.json)."""
+    from lab.http.settings import H2Settings, QuicSettings, ServerConfig
+
+    return ServerConfig(
+        h2=H2Settings(
+            max_concurrent_streams=stack.max_concurrent_streams,
+            tcp_congestion=stack.tcp_congestion,
+            tcp_notsent_lowat_bytes=stack.tcp_notsent_lowat_bytes,
+        ),
+        quic=QuicSettings(
+            engine=stack.quic_engine,
+            congestion_control=stack.quic_congestion_control,
+            max_concurrent_streams=stack.max_concurrent_streams,
+        ),
+    )
+
+
+def agent_config(cell: Cell, quic_engine: str | None, **fields: Any) -> Any:
+    """The AgentConfig of `cell` (its link, workloads and stack settings) plus `fields`."""
+    from lab.agent import AgentConfig
+
+    return AgentConfig(
+        base_rtt_ms=cell.link.base_rtt_ms,
+        rate_mbit=downlink_rate(cell),
+        expected_rate_mbit=effective_rate(cell),
+        workloads=list(cell.workloads),
+        stack=cell_stack(cell, quic_engine),
+        **fields,
+    )
+
+
+def stacks_info(
+    server: str,
+    cells: Sequence[Cell],
+    quic_engine: str | None = None,
+    *,
+    server_version: str | None = None,
+) -> dict[str, Any]:
+    """Stack settings of the server and the client for run.json: `stack`, `client` and (for
+    the reference server) `reference` are those of the first cell; when cells differ,
+    `per_cell` maps every cell id to the `stack:` values it ran with. `server_version` is an
+    external server's version line (the runner asks the server binary; None = unknown)."""
+    from lab.agent import client_settings
+
+    stacks = {c.id: cell_stack(c, quic_engine) for c in cells}
+    first = next(iter(stacks.values()))
+    h2, quic = client_settings(first)
+    out: dict[str, Any] = {
+        "stack": first.model_dump(mode="json"),
+        "client": _jsonable({"h2": asdict(h2), "quic": asdict(quic)}),
+    }
+    if len({s.model_dump_json() for s in stacks.values()}) > 1:
+        out["per_cell"] = {cid: s.model_dump(mode="json") for cid, s in stacks.items()}
+    if server == "reference":
+        out["reference"] = _jsonable(reference_config(first).report())
+        out["reference"]["tcp_segment_bytes"] = 1448
+    else:
+        from lab.peers import registry
+
+        out[server] = {
+            "description": registry.get(server).description,
+            "version": server_version,
+            "settings": "the implementation's defaults",
+        }
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    """`obj` through JSON and back (non-JSON values as their str())."""
+    return json.loads(json.dumps(obj, default=str))
