@@ -25,8 +25,8 @@ from typing import Any
 import trio
 from pydantic import BaseModel, ConfigDict
 
-from lab.http.settings import H2Settings, QuicSettings
 from lab.scenario import StackSpec, Workload
+from lab.stack import client_settings
 from lab.workloads import estimate_s, module
 from lab.workloads.base import WorkloadContext
 
@@ -75,21 +75,6 @@ def self_cpu_s() -> float:
 
 def _delta(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else max(0.0, after - before)
-
-
-def client_settings(stack: StackSpec) -> tuple[H2Settings, QuicSettings]:
-    """The clients' (h2, QUIC) settings for a cell's `stack:` section."""
-    h2 = H2Settings(
-        max_concurrent_streams=stack.max_concurrent_streams,
-        tcp_congestion=stack.tcp_congestion,
-        tcp_notsent_lowat_bytes=stack.tcp_notsent_lowat_bytes,
-    )
-    quic = QuicSettings(
-        engine=stack.quic_engine,
-        congestion_control=stack.quic_congestion_control,
-        max_concurrent_streams=stack.max_concurrent_streams,
-    )
-    return h2, quic
 
 
 def context(cfg: AgentConfig) -> WorkloadContext:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from lab.http.settings import H2Settings, QuicSettings
 from lab.plan import downlink_rate, effective_rate
 from lab.scenario import Cell, StackSpec
 
@@ -43,22 +44,28 @@ def reference_serve_args(stack: StackSpec) -> list[str]:
     return args
 
 
+def client_settings(stack: StackSpec) -> tuple[H2Settings, QuicSettings]:
+    """The (h2, QUIC) settings of a cell's `stack:` section: the clients' and, with the
+    server's own defaults otherwise, the reference server's."""
+    h2 = H2Settings(
+        max_concurrent_streams=stack.max_concurrent_streams,
+        tcp_congestion=stack.tcp_congestion,
+        tcp_notsent_lowat_bytes=stack.tcp_notsent_lowat_bytes,
+    )
+    quic = QuicSettings(
+        engine=stack.quic_engine,
+        congestion_control=stack.quic_congestion_control,
+        max_concurrent_streams=stack.max_concurrent_streams,
+    )
+    return h2, quic
+
+
 def reference_config(stack: StackSpec) -> Any:
     """The ServerConfig `lab serve` builds from `reference_serve_args(stack)` (for run.json)."""
-    from lab.http.settings import H2Settings, QuicSettings, ServerConfig
+    from lab.http.settings import ServerConfig
 
-    return ServerConfig(
-        h2=H2Settings(
-            max_concurrent_streams=stack.max_concurrent_streams,
-            tcp_congestion=stack.tcp_congestion,
-            tcp_notsent_lowat_bytes=stack.tcp_notsent_lowat_bytes,
-        ),
-        quic=QuicSettings(
-            engine=stack.quic_engine,
-            congestion_control=stack.quic_congestion_control,
-            max_concurrent_streams=stack.max_concurrent_streams,
-        ),
-    )
+    h2, quic = client_settings(stack)
+    return ServerConfig(h2=h2, quic=quic)
 
 
 def agent_config(cell: Cell, quic_engine: str | None, **fields: Any) -> Any:
@@ -86,7 +93,6 @@ def stacks_info(
     the reference server) `reference` are those of the first cell; when cells differ,
     `per_cell` maps every cell id to the `stack:` values it ran with. `server_version` is an
     external server's version line (the runner asks the server binary; None = unknown)."""
-    from lab.agent import client_settings
 
     stacks = {c.id: cell_stack(c, quic_engine) for c in cells}
     first = next(iter(stacks.values()))
