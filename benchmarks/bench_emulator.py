@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from lab.link.emulator import EmulatorProcess, EmulatorReport
+from lab.link.spec import DirectionSpec, LinkSpec, QueueSpec
 from lab.net.topology import Topology
-from lab.scenario import DirectionSpec, LinkSpec, QueueSpec
 
 IP_SIZE = 1500
 HDR = struct.Struct("!QQ")  # seq, send time (CLOCK_REALTIME ns, taken just before sendto)

@@ -23,12 +23,12 @@ from pathlib import Path
 import trio
 
 from lab.http import app, payload
-from lab.http.client import ConnectOptions
 from lab.http.h3_client import open_h3
 from lab.http.h3_server import serve_h3
 from lab.http.quic_engine import ENGINES, load_engine, send_backlog
 from lab.http.settings import QuicSettings, ServerConfig
 from lab.http.tls import ensure_certs
+from lab.http.types import ConnectOptions
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import trio
 
-from lab.http.client import ConnectOptions, HttpProtocol, open_connection
+from lab.http.client import open_connection
 from lab.http.payload import expected_sha256
+from lab.http.types import ConnectOptions, HttpProtocol
 
 HOST = "127.0.0.1"
 SMALL_BYTES = 1000

@@ -32,10 +32,11 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_http_loopback import HOST, lab_server, proc_rss_mb
 
-from lab.http.client import ConnectOptions, HttpProtocol, open_connection
+from lab.http.client import open_connection
 from lab.http.h3_driver import DRAIN_CAP_S
 from lab.http.payload import body_slice
 from lab.http.settings import QuicEngine, QuicSettings
+from lab.http.types import ConnectOptions, HttpProtocol
 
 BODY_BYTES = 100
 SETTLE_S = DRAIN_CAP_S + 1.0

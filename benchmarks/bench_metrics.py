@@ -1,4 +1,5 @@
-"""Timing of lab.metrics.watch_metrics and lab.stats.median_ci on run-sized inputs.
+"""Timing of lab.workloads.metrics.watch_metrics and lab.evidence.stats.median_ci on run-sized
+inputs.
 
 Run: `python benchmarks/bench_metrics.py` — prints a table (best of 5, wall ms).
 """
@@ -10,7 +11,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from lab import metrics, stats
+from lab.evidence import stats
+from lab.workloads import metrics
 
 
 def watch_events(n_streams: int, per_stream: int, loss: float, seed: int = 0) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from lab.link.model import DirectionModel
-from lab.scenario import BernoulliLoss, DirectionSpec, GilbertElliottLoss, QueueSpec
+from lab.link.spec import BernoulliLoss, DirectionSpec, GilbertElliottLoss, QueueSpec
 
 N = 10_000
 

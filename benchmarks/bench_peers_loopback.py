@@ -29,7 +29,8 @@ from pathlib import Path
 import trio
 
 from lab.http import tls
-from lab.http.client import ConnectOptions, open_connection
+from lab.http.client import open_connection
+from lab.http.types import ConnectOptions
 from lab.peers import nghttp2, ngtcp2, registry
 from lab.peers.proc import free_port, running
 

@@ -2,7 +2,11 @@
 
 Each subcommand has one `_add_<name>(subparsers)` that declares its arguments and one
 `_cmd_<name>(args) -> int` that calls into the layers and returns the exit code.
-Exit codes: 0 success, 1 a check failed / measurement out of tolerance, 2 bad input.
+Exit codes: 0 success, 1 a check failed / measurement out of tolerance / a run failed, 2 bad
+input or a host that cannot do it, 130 interrupted. Errors the user should see are
+`lab.errors.LabError`s; `main` maps them to their exit code and one line on stderr, in one place.
+
+Imports of the layers are deferred into the handlers so `lab --help` and `lab validate` start fast.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from lab.errors import BadInput, LabError, PeerError, RunError, ScenarioError
+from lab.run.lifecycle import install_signal_handlers
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -72,33 +79,29 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from lab.calibrate import CalibrationError, calibrate_cell, result_table, rich_progress
-    from lab.scenario import ScenarioError, expand_cells, load_scenario
+    from lab.calibrate.calibrate import (
+        calibrate_cell,
+        result_table,
+        rich_progress,
+    )
+    from lab.scenario.load import load_scenario
+    from lab.scenario.matrix import expand_cells
 
-    try:
-        scenario = load_scenario(args.scenario)
-    except ScenarioError as e:
-        print(e, file=sys.stderr)
-        return 2
+    scenario = load_scenario(args.scenario)
     cells = expand_cells(scenario)
     cell = next((c for c in cells if args.cell in (None, c.id)), None)
     if cell is None or args.probes < 10:
         why = f"no cell {args.cell!r}" if cell is None else "--probes must be at least 10"
-        print(f"lab calibrate: {why} (cells: {', '.join(c.id for c in cells)})", file=sys.stderr)
-        return 2
-    try:
-        with rich_progress(enabled=sys.stderr.isatty() or not args.json) as progress:
-            result = calibrate_cell(
-                cell,
-                scenario_name=scenario.name,
-                impair=args.impair,
-                probes=args.probes,
-                out_dir=args.out,
-                progress=progress,
-            )
-    except CalibrationError as e:
-        print(f"lab calibrate: {e}", file=sys.stderr)
-        return 2
+        raise BadInput(f"{why} (cells: {', '.join(c.id for c in cells)})")
+    with rich_progress(enabled=sys.stderr.isatty() or not args.json) as progress:
+        result = calibrate_cell(
+            cell,
+            scenario_name=scenario.name,
+            impair=args.impair,
+            probes=args.probes,
+            out_dir=args.out,
+            progress=progress,
+        )
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -114,13 +117,10 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from lab.scenario import ScenarioError, expand_cells, load_scenario
+    from lab.scenario.load import load_scenario
+    from lab.scenario.matrix import expand_cells
 
-    try:
-        scenario = load_scenario(args.scenario)
-    except ScenarioError as e:
-        print(e, file=sys.stderr)
-        return 2
+    scenario = load_scenario(args.scenario)
     n, r = len(expand_cells(scenario)), scenario.repeat
     cells, reps = ("cell" if n == 1 else "cells"), ("repetition" if r == 1 else "repetitions")
     print(f"{args.scenario}: ok — {n} {cells} × {r} {reps}")
@@ -135,7 +135,7 @@ def _add_schema(sub: argparse._SubParsersAction) -> None:
 def _cmd_schema(args: argparse.Namespace) -> int:
     import json
 
-    from lab.scenario import scenario_json_schema
+    from lab.scenario.load import scenario_json_schema
 
     print(json.dumps(scenario_json_schema(), indent=2))
     return 0
@@ -168,45 +168,36 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lab import runner
-    from lab.plan import estimate_run_s
-    from lab.progress import RunProgress, fmt_duration, summary_table
-    from lab.scenario import ScenarioError, load_scenario
+    from lab.run import runner
+    from lab.run.plan import estimate_run_s
+    from lab.run.progress import RunProgress, fmt_duration, summary_table
+    from lab.scenario.load import load_scenario
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     if (args.scenario is None) == (args.resume is None):
-        print("lab run: give a scenario file or --resume results/<run>", file=sys.stderr)
-        return 2
+        raise BadInput("give a scenario file or --resume results/<run>")
     if args.repeat is not None and args.repeat < 1:
-        print("lab run: --repeat must be ≥ 1", file=sys.stderr)
-        return 2
-    try:
-        if args.resume is not None:
-            prep = runner.prepare_resume(args.resume)
-        else:
-            scenario = load_scenario(args.scenario)
-            opts = runner.RunOptions(
-                backend=args.impair,
-                out_dir=args.out,
-                repeat=args.repeat,
-                quic_engine=args.quic_engine,
-            )
-            n, reps, est = runner.describe(scenario, opts)
-            print(
-                f"{scenario.name}: {n} cell(s) × {reps} repetition(s) × "
-                f"{len(scenario.protocols)} protocol(s); estimated {fmt_duration(est)}"
-            )
-            if not args.yes and sys.stdin.isatty():
-                answer = input("start? [Y/n] ").strip().lower()
-                if answer not in ("", "y", "yes"):
-                    return 0
-            prep = runner.prepare(scenario, args.scenario, opts)
-    except (ScenarioError, runner.RunError) as e:
-        print(e, file=sys.stderr)
-        return 2
-    except Exception as e:  # e.g. results.ResultsError on --resume of a non-run directory
-        print(f"lab run: {e}", file=sys.stderr)
-        return 2
+        raise BadInput("--repeat must be ≥ 1")
+    if args.resume is not None:
+        prep = runner.prepare_resume(args.resume)
+    else:
+        scenario = load_scenario(args.scenario)
+        opts = runner.RunOptions(
+            backend=args.impair,
+            out_dir=args.out,
+            repeat=args.repeat,
+            quic_engine=args.quic_engine,
+        )
+        n, reps, est = runner.describe(scenario, opts)
+        print(
+            f"{scenario.name}: {n} cell(s) × {reps} repetition(s) × "
+            f"{len(scenario.protocols)} protocol(s); estimated {fmt_duration(est)}"
+        )
+        if not args.yes and sys.stdin.isatty():
+            answer = input("start? [Y/n] ").strip().lower()
+            if answer not in ("", "y", "yes"):
+                return 0
+        prep = runner.prepare(scenario, args.scenario, opts)
     est = estimate_run_s(prep.todo)
     print(
         f"run {prep.writer.path} ({prep.backend}); {len(prep.todo)} of {len(prep.pairs)} "
@@ -263,8 +254,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from lab.http.settings import H2Settings, QuicSettings, ServerConfig
 
     if args.notsent_lowat is not None and args.notsent_lowat < 0:
-        print("lab serve: --notsent-lowat must be ≥ 0", file=sys.stderr)
-        return 2
+        raise BadInput("--notsent-lowat must be ≥ 0")
 
     config = ServerConfig(
         host=args.host,
@@ -289,8 +279,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             config, cert_dir=args.cert_dir, on_ready=lambda info: print(describe(info), flush=True)
         )
     except OSError as e:  # port in use, address not available, ...
-        print(f"lab serve: {e}", file=sys.stderr)
-        return 1
+        raise RunError(str(e)) from e
     return 0
 
 
@@ -324,8 +313,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
     if ca is None and not args.insecure:
         ca = DEFAULT_CERT_DIR / "ca.pem"
         if not ca.exists():
-            print(f"lab get: no CA at {ca}; pass --ca FILE or --insecure", file=sys.stderr)
-            return 2
+            raise BadInput(f"no CA at {ca}; pass --ca FILE or --insecure")
     try:
         reports = trio.run(
             lambda: fetch(
@@ -337,12 +325,10 @@ def _cmd_get(args: argparse.Namespace) -> int:
                 quic_engine=args.quic_engine,
             )
         )
-    except ValueError as e:
-        print(f"lab get: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # a URL or option the client cannot use
+        raise BadInput(str(e)) from e
     except (ConnectionError, OSError, trio.TooSlowError) as e:
-        print(f"lab get: {e!r}", file=sys.stderr)
-        return 1
+        raise PeerError(repr(e)) from e
     print(format_reports(reports, args.protocol, args.quic_engine))
     ok = all(200 <= r.status < 400 for rep in reports for r in rep.responses)
     return 0 if ok else 1
@@ -357,14 +343,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from lab.report import write_report
-    from lab.results import ResultsError
+    from lab.evidence.report import write_report
 
-    try:
-        files = write_report(args.run, args.out)
-    except ResultsError as exc:
-        print(f"lab report: {exc}", file=sys.stderr)
-        return 2
+    files = write_report(args.run, args.out)
     for w in files.warnings:
         print(f"lab report: warning: {w}", file=sys.stderr)
     print(f"wrote {files.html}")
@@ -385,14 +366,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lab.check import ThresholdFileError, check_run, result_table
-    from lab.results import ResultsError
+    from lab.evidence.check import check_run, result_table
 
-    try:
-        report, junit = check_run(args.run, args.thresholds)
-    except (ThresholdFileError, ResultsError) as exc:
-        print(f"lab check: {exc}", file=sys.stderr)
-        return 2
+    report, junit = check_run(args.run, args.thresholds)
     if args.junit is not None:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
         args.junit.write_bytes(junit)
@@ -412,14 +388,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lab.compare import compare_runs, difference_table
-    from lab.results import ResultsError
+    from lab.evidence.compare import compare_runs, difference_table
 
-    try:
-        diffs = compare_runs(args.run_a, args.run_b, min_effect=args.min_effect)
-    except ResultsError as exc:
-        print(f"lab compare: {exc}", file=sys.stderr)
-        return 2
+    diffs = compare_runs(args.run_a, args.run_b, min_effect=args.min_effect)
     Console(width=None if sys.stdout.isatty() else 160).print(
         difference_table(diffs, show_all=args.all)
     )
@@ -450,12 +421,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(command: str, error: LabError) -> str:
+    """The one stderr line for a user-facing error (a scenario error already names its file)."""
+    text = " ".join(str(error).split())
+    return text if isinstance(error, ScenarioError) else f"lab {command}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    install_signal_handlers()  # SIGTERM/SIGHUP unwind like Ctrl-C, so teardown runs
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
+    except LabError as e:
+        print(error_line(args.command, e), file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("lab: interrupted", file=sys.stderr)
         return 130

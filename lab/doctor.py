@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from lab.net import nsenter
 from lab.net.names import new_prefix
-from lab.net.teardown import RunLock
+from lab.net.runlock import RunLock
 
 LIBRARIES = ("trio", "h2", "aioquic", "qh3", "pyroute2", "numpy", "pydantic")
 PEERS = ("caddy", "gtlsclient", "gtlsserver", "h2load", "nghttp", "chromium")
@@ -70,7 +70,7 @@ def _run(argv: list[str]) -> tuple[bool, str]:
 
 
 def _probe_tun(ns: str) -> tuple[bool, str]:
-    from lab.link import tun
+    from lab.net import tun
 
     name = ns.replace("-doc", "-dt")
     try:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lab import calibrate as cal
-from lab.calibrate import (
+from lab.calibrate import calibrate as cal
+from lab.calibrate.calibrate import (
     Check,
     FlowSummary,
     Measurement,
@@ -27,16 +27,16 @@ from lab.calibrate import (
     passed,
     receiver_rate_mbit,
 )
-from lab.scenario import (
+from lab.link.spec import (
     BernoulliLoss,
     DirectionSpec,
     DropListLoss,
     GilbertElliottLoss,
     LinkSpec,
     ReorderSpec,
-    expand_cells,
-    load_scenario,
 )
+from lab.scenario.load import load_scenario
+from lab.scenario.matrix import expand_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 MS = 1_000_000

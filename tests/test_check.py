@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fixtures.make_run import make_fixture_run
 
-from lab.check import check_run, load_thresholds
 from lab.cli import main
+from lab.evidence.check import check_run, load_thresholds
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "scenarios" / "thresholds.yaml"
@@ -147,7 +147,7 @@ def test_not_a_run_is_exit_2(tmp_path: Path) -> None:
 def test_where_on_a_fixed_workload_field_uses_the_scenario() -> None:
     import pandas as pd
 
-    from lab.check import with_scenario_fields
+    from lab.evidence.check import with_scenario_fields
 
     meta = {"scenario": {"workloads": [{"kind": "watch", "streams": 16}, {"kind": "bulk"}]}}
     df = pd.DataFrame({"cell": ["c0", "c0"], "value": [1.0, 2.0]})
@@ -162,7 +162,7 @@ def test_pool_cells_judges_all_cells_repetitions_together() -> None:
     merged into one)."""
     import pandas as pd
 
-    from lab.check import POOLED, LoadedThreshold, Threshold, evaluate
+    from lab.evidence.check import POOLED, LoadedThreshold, Threshold, evaluate
 
     h2 = {"c000": [4.0, 4.0, 4.0], "c001": [4.0, 4.0, 4.0]}
     h3 = {"c000": [4.0, 4.0, 4.0], "c001": [2.0, 2.0, 2.0]}

@@ -8,8 +8,8 @@ import pytest
 from fixtures.make_run import make_fixture_run
 
 from lab.cli import main
-from lab.compare import compare, compare_runs, difference_frame, match_cells
-from lab.results import load
+from lab.evidence.compare import compare, compare_runs, difference_frame, match_cells
+from lab.results.store import load
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.net import nsenter
-from lab.results import AGGREGATE_METRICS, SAMPLE_METRICS, load
+from lab.results.store import AGGREGATE_METRICS, SAMPLE_METRICS, load
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(600)]
 

@@ -18,8 +18,8 @@ from lab.link.emulator import (
     ip_proto,
     not_end_to_end,
 )
+from lab.link.spec import BernoulliLoss, DirectionSpec, DropListLoss, LinkSpec
 from lab.net.topology import Topology
-from lab.scenario import BernoulliLoss, DirectionSpec, DropListLoss, LinkSpec
 
 pytestmark = pytest.mark.netns
 

@@ -24,13 +24,14 @@ from hyperframe.frame import (
 )
 
 from lab.http import app
-from lab.http.client import ConnectOptions, RequestFailed, TicketStore, open_connection
+from lab.http.client import open_connection
 from lab.http.h2_client import client_context
 from lab.http.h2_frames import GoAwayFilter
 from lab.http.payload import expected_sha256
 from lab.http.server import ServerInfo, running_server, serve
 from lab.http.settings import H2Settings, ServerConfig
 from lab.http.tls import client_ssl_context, ensure_certs
+from lab.http.types import ConnectOptions, RequestFailed, TicketStore
 
 TIMEOUT_S = 60
 

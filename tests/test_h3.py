@@ -16,13 +16,13 @@ import pytest
 import trio
 
 from lab.http import app, payload
-from lab.http.client import ConnectOptions, RequestFailed, Response, TicketStore
 from lab.http.h3_client import H3RequestError, open_h3
 from lab.http.h3_control import GoawayWatcher
 from lab.http.h3_server import serve_h3
 from lab.http.quic_engine import ENGINES, load_engine, peer_stream_credit
 from lab.http.settings import QuicSettings, ServerConfig
 from lab.http.tls import CertPaths, ensure_certs
+from lab.http.types import ConnectOptions, RequestFailed, Response, TicketStore
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.stats import binom
 
 from lab.link.model import Deliver, DirectionModel, Drop, build_models
-from lab.scenario import (
+from lab.link.spec import (
     BernoulliLoss,
     DirectionSpec,
     DropListLoss,

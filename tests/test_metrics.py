@@ -1,4 +1,4 @@
-"""lab.metrics on hand-built samples with known answers."""
+"""lab.workloads.metrics on hand-built samples with known answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab import metrics
+from lab.workloads import metrics
 
 MS = 1_000_000  # ns per ms
 

@@ -15,7 +15,7 @@ from lab.link.netem import (
     netem_probe,
     netem_teardown_commands,
 )
-from lab.scenario import (
+from lab.link.spec import (
     BernoulliLoss,
     DirectionSpec,
     DropListLoss,

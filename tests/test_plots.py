@@ -10,9 +10,9 @@ import pytest
 from fixtures.make_run import BASE_RTT_MS, make_fixture_run
 from matplotlib.figure import Figure
 
-from lab import plots
-from lab.results import load, samples_frame
-from lab.significance import with_link_columns
+from lab.evidence import plots
+from lab.evidence.significance import with_link_columns
+from lab.results.store import load, samples_frame
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from fixtures.make_run import make_fixture_run
 
 from lab.cli import main
-from lab.report import ReportFiles, write_report
+from lab.evidence.report import ReportFiles, write_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -93,7 +93,7 @@ def test_cli_writes_into_the_run_and_rejects_a_non_run(
 
 
 def test_identical_cell_settings_are_shown_once() -> None:
-    from lab.report import _group_identical
+    from lab.evidence.report import _group_identical
 
     link = {"delay_ms": 25.0, "loss": {"rate": 0.01}}
     assert _group_identical({"c000": link, "c001": dict(link)}) == {"all cells": link}

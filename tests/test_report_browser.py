@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from fixtures.make_run import make_fixture_run
 
-from lab.report import write_report
+from lab.evidence.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

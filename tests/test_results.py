@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lab import results
-from lab.results import ResultsError, RunWriter, load, open_for_resume, samples_frame, summarise
+from lab.errors import ResultsError
+from lab.results import store as results
+from lab.results.store import RunWriter, load, open_for_resume, samples_frame, summarise
 
 CELLS = [
     {"cell": "c000", "axes": {"link.loss.rate": 0.0}, "link": {}},

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab import runner
-from lab.results import samples_frame
-from lab.scenario import expand_cells, load_scenario, parse_scenario
+from lab.results.store import samples_frame
+from lab.run import runner
+from lab.scenario.load import load_scenario, parse_scenario
+from lab.scenario.matrix import expand_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
@@ -255,7 +256,7 @@ def test_unsupported_workload_for_server_is_refused(tmp_path: Path) -> None:
 
 def test_summary_frame_round_trip() -> None:
     """Samples built by cell_frame summarise into one row per cell × protocol × workload."""
-    from lab.results import summarise
+    from lab.results.store import summarise
 
     cell = _cells()[1]
     f1, _ = runner.cell_frame(cell, 0, "h3", "reference", _agent_result(), emulator=True)
@@ -269,7 +270,7 @@ def test_summary_frame_round_trip() -> None:
 def test_progress_formatting_and_summary_table() -> None:
     from rich.console import Console
 
-    from lab.progress import RunProgress, fmt_duration, summary_table
+    from lab.run.progress import RunProgress, fmt_duration, summary_table
 
     assert fmt_duration(42) == "42 s"
     assert fmt_duration(75) == "1 min 15 s"

@@ -10,16 +10,11 @@ from pathlib import Path
 import pytest
 
 from lab.cli import main
-from lab.scenario import (
-    BernoulliLoss,
-    GilbertElliottLoss,
-    ScenarioError,
-    WatchParams,
-    expand_cells,
-    load_scenario,
-    parse_scenario,
-    scenario_json_schema,
-)
+from lab.errors import ScenarioError
+from lab.link.spec import BernoulliLoss, GilbertElliottLoss
+from lab.scenario.load import load_scenario, parse_scenario, scenario_json_schema
+from lab.scenario.matrix import expand_cells, resolved
+from lab.scenario.workloads import WatchParams
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +89,7 @@ def test_full_example_loads_and_expands(tmp_path: Path) -> None:
 
 def test_resolved_is_json_ready(tmp_path: Path) -> None:
     s = load_scenario(write(tmp_path, FULL))
-    r = json.loads(json.dumps(s.resolved()))
+    r = json.loads(json.dumps(resolved(s)))
     assert r["link_spec"]["uplink"]["delay_ms"] == 25
     assert r["workloads"][0]["stall_threshold_rtt"] == 0.5
     assert len(r["cells"]) == 12 and r["cells"][0] == {

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from lab.http.client import ConnectOptions, RequestFailed, open_connection
+from lab.http.client import open_connection
 from lab.http.tls import ensure_certs
+from lab.http.types import ConnectOptions, RequestFailed
 
 READY_TIMEOUT_S = 30
 

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from lab import runner
-from lab.agent import client_settings, context
 from lab.cli import main
 from lab.http.h2_server import SEND_BATCH_BYTES, send_batch_bytes
 from lab.http.tcp import congestion_of, notsent_lowat_of, set_tcp_options
-from lab.scenario import StackSpec, expand_cells, load_scenario, parse_scenario
+from lab.run import runner
+from lab.run.agent import client_settings, context
+from lab.scenario.load import load_scenario, parse_scenario
+from lab.scenario.matrix import expand_cells, resolved
+from lab.scenario.models import StackSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +33,7 @@ def test_stack_defaults_are_todays_behaviour() -> None:
     assert sc.stack.tcp_notsent_lowat_bytes is None  # the kernel's default
     assert (sc.stack.tcp_congestion, sc.stack.quic_congestion_control) == ("cubic", "cubic")
     assert sc.stack.max_concurrent_streams == 100
-    assert sc.resolved()["stack"]["tcp_notsent_lowat_bytes"] is None
+    assert resolved(sc)["stack"]["tcp_notsent_lowat_bytes"] is None
 
 
 def test_stack_values_load() -> None:

@@ -1,11 +1,11 @@
-"""lab.stats bootstrap intervals."""
+"""lab.evidence.stats bootstrap intervals."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lab import stats
+from lab.evidence import stats
 
 
 def test_median_ci_contains_true_median_and_is_reproducible() -> None:

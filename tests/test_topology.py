@@ -15,8 +15,9 @@ from pyroute2 import IPRoute
 from lab.net import nsenter
 from lab.net.clean import clean
 from lab.net.names import IFNAMSIZ, Names, new_prefix, prefix_of
-from lab.net.teardown import TeardownRegistry, is_live
+from lab.net.runlock import is_live
 from lab.net.topology import Topology, TopologyError
+from lab.run.lifecycle import TeardownRegistry, registry
 
 pytestmark = pytest.mark.netns
 
@@ -156,12 +157,16 @@ _CHILD = """
 import sys, time
 from lab.net.topology import Topology
 from lab.link.emulator import EmulatorProcess
-from lab.scenario import LinkSpec
+from lab.link.spec import LinkSpec
+from lab.run import lifecycle
+lifecycle.install_signal_handlers()  # as the CLI does
 topo = Topology().up()
+lifecycle.registry.push("topology", topo.down)  # as the runner does
 emu = None
 if sys.argv[1] == "emulator":
     emu = EmulatorProcess(topo, LinkSpec(), seed=1, out_dir=sys.argv[2])
     emu.start()
+    lifecycle.registry.push("emulator", emu.kill)
 print(topo.prefix, emu.pid if emu else 0, flush=True)
 time.sleep(60)
 """
@@ -222,6 +227,7 @@ def test_clean_skips_live_runs(topology: Topology) -> None:
 
 
 def test_forked_child_exit_does_not_tear_down_parent(topology: Topology) -> None:
+    handle = registry.push("topology", topology.down)
     pid = os.fork()
     if pid == 0:  # child: a normal interpreter exit runs atexit → the registry
         try:
@@ -232,4 +238,5 @@ def test_forked_child_exit_does_not_tear_down_parent(topology: Topology) -> None
             atexit._run_exitfuncs()
             os._exit(0)  # never return into pytest in the child
     os.waitpid(pid, 0)
+    registry.discard(handle)
     assert set(topology.names.namespaces) <= set(nsenter.list_namespaces())

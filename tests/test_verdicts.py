@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab.results import samples_frame
-from lab.significance import Interval
-from lab.verdicts import decide, direction, verdict_frame, verdicts
+from lab.evidence.significance import Interval
+from lab.evidence.verdicts import decide, direction, verdict_frame, verdicts
+from lab.results.store import samples_frame
 
 
 def _rows(

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from lab.http import pods
-from lab.scenario import (
+from lab.scenario.workloads import (
     BulkParams,
     HandshakeParams,
     K8sMixParams,
@@ -337,7 +337,7 @@ def test_k8s_mix_for_real(server) -> None:
 
 
 def test_sent_ns_is_never_after_the_response() -> None:
-    from lab.http.client import Response
+    from lab.http.types import Response
     from lab.workloads.base import sent_ns
 
     def resp(sent: int, first: int | None, end: int) -> Response:
@@ -351,7 +351,7 @@ def test_sent_ns_is_never_after_the_response() -> None:
 def test_early_data_proof_without_a_server_header() -> None:
     """Servers that send no lab-early-data header: 0-RTT counts only when the handshake
     accepted early data and the request left before the handshake was done."""
-    from lab.http.client import ConnectionTimings, Response
+    from lab.http.types import ConnectionTimings, Response
     from lab.workloads.handshake import early_data_proven
 
     def resp(sent_ns: int, header: bool = False) -> Response:

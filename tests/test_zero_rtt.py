@@ -11,10 +11,10 @@ import trio
 from test_h3 import LabH3, certs, lab_h3, verify_bytes  # noqa: F401 — certs is a fixture
 
 from lab.http import app
-from lab.http.client import Response
 from lab.http.h3_client import open_h3
 from lab.http.quic_engine import ENGINES
 from lab.http.tls import CertPaths
+from lab.http.types import Response
 
 pytestmark = pytest.mark.timeout(120)
 

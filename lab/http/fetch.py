@@ -14,15 +14,9 @@ from urllib.parse import urlsplit
 
 import trio
 
-from lab.http.client import (
-    ConnectionTimings,
-    ConnectOptions,
-    HttpProtocol,
-    Response,
-    TicketStore,
-    open_connection,
-)
+from lab.http.client import open_connection
 from lab.http.settings import QuicEngine, QuicSettings
+from lab.http.types import ConnectionTimings, ConnectOptions, HttpProtocol, Response, TicketStore
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,10 @@ import h2.settings
 import trio
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-
-from lab.http.client import (
-    ChunkCallback,
-    ConnectionTimings,
-    ConnectOptions,
-    RequestFailed,
-    Response,
-)
 from lab.http.h2_frames import BoundedH2Connection, GoAwayFilter
 from lab.http.tcp import congestion_of, set_tcp_options
 from lab.http.tls import client_ssl_context
+from lab.http.types import ChunkCallback, ConnectionTimings, ConnectOptions, RequestFailed, Response
 
 RECEIVE_BYTES = 256 * 1024
 SEND_BATCH_BYTES = 1024 * 1024

@@ -1,6 +1,6 @@
 """The HTTP/3 client: QUIC (aioquic or qh3) driven on trio, with cold, resumed and 0-RTT modes.
 
-`open_h3(opts)` yields an `H3Connection` implementing `lab.http.client.Connection`. In
+`open_h3(opts)` yields an `H3Connection` implementing `lab.http.types.Connection`. In
 `zero_rtt` mode it yields *before* the handshake completes, so requests issued right away leave
 in 0-RTT packets (`timings.early_data_sent`); the server's `lab-early-data: 1` response header
 (`Response.early_data`) proves they were taken as early data. All timestamps are
@@ -19,7 +19,11 @@ from typing import Any, TextIO
 
 import trio
 
-from lab.http.client import (
+from lab.http.h3_control import GoawayWatcher
+from lab.http.h3_driver import QuicDriver, StreamClosedError
+from lab.http.quic_engine import load_engine, peer_stream_credit
+from lab.http.tls import keylog_file
+from lab.http.types import (
     ChunkCallback,
     ConnectionTimings,
     ConnectOptions,
@@ -27,10 +31,6 @@ from lab.http.client import (
     RequestFailed,
     Response,
 )
-from lab.http.h3_control import GoawayWatcher
-from lab.http.h3_driver import QuicDriver, StreamClosedError
-from lab.http.quic_engine import load_engine, peer_stream_credit
-from lab.http.tls import keylog_file
 from lab.http.udp import UdpEndpoint
 
 EARLY_DATA_HEADER = "lab-early-data"
@@ -56,7 +56,7 @@ class _PendingResponse:
 
 
 class H3Connection(QuicDriver):
-    """An open HTTP/3 connection (the `Connection` protocol of lab.http.client)."""
+    """An open HTTP/3 connection (the `Connection` protocol of lab.http.types)."""
 
     protocol: HttpProtocol = "h3"
 

@@ -48,9 +48,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from lab.link import tun
+from lab.errors import RunError
 from lab.link.model import Deliver, DirectionModel, build_models
-from lab.scenario import LinkSpec
+from lab.link.spec import LinkSpec
+from lab.net import tun
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 # ============================================================================================
 # the runner's handle on it
 # ============================================================================================
-class EmulatorError(RuntimeError):
+class EmulatorError(RunError):
     """The emulator process failed to start or to stop cleanly (message carries its stderr)."""
 
 
@@ -423,7 +424,7 @@ class EmulatorProcess:
     ...                    # traffic
     report = emu.stop()    # SIGTERM, wait, read emulator.json → EmulatorReport
     ```
-    Also a context manager (stop on exit). A teardown callback kills it if the caller dies.
+    Also a context manager (stop on exit). `kill()` ends it at once (the owner's teardown).
     """
 
     def __init__(
@@ -450,7 +451,6 @@ class EmulatorProcess:
             tolerance_us=tolerance_us,
         )
         self.proc: subprocess.Popen[bytes] | None = None
-        self._handle: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -465,19 +465,16 @@ class EmulatorProcess:
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start it and wait for its `ready` line; raise EmulatorError (with stderr) otherwise."""
-        from lab.net.teardown import registry
-
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / STDERR_FILE, "wb") as stderr:
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
             )
-        self._handle = registry.push(f"emulator {self.proc.pid}", self._kill)
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
         line = self.proc.stdout.readline() if ready else b""
         if line.strip() != b"ready":
-            self._kill()
+            self.kill()
             raise EmulatorError(f"emulator did not become ready: {self._stderr_text()}")
 
     def stop(self, timeout_s: float = 10.0) -> EmulatorReport:
@@ -489,7 +486,7 @@ class EmulatorProcess:
         try:
             rc = self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            self._kill()
+            self.kill()
             raise EmulatorError(
                 f"emulator ignored SIGTERM for {timeout_s} s: {self._stderr_text()}"
             ) from None
@@ -515,18 +512,14 @@ class EmulatorProcess:
             text = ""
         return text[-4000:] or "(no stderr)"
 
-    def _kill(self) -> None:
+    def kill(self) -> None:
+        """SIGKILL it now if it still runs (no outputs written); idempotent."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         self._forget()
 
     def _forget(self) -> None:
-        from lab.net.teardown import registry
-
-        if self._handle is not None:
-            registry.discard(self._handle)
-            self._handle = None
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
 

@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from lab.scenario import (
+from lab.link.spec import (
     BernoulliLoss,
     DirectionSpec,
     DropListLoss,

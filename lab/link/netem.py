@@ -28,7 +28,8 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from lab.scenario import (
+from lab.errors import RunSetupError
+from lab.link.spec import (
     BernoulliLoss,
     DirectionSpec,
     DropListLoss,
@@ -43,7 +44,7 @@ UNLIMITED_PACKETS = 100_000  # netem limit when the model has no queue limit (no
 TBF_BURST_S = 0.001  # tbf bucket: 1 ms of traffic at the rate (at least 2 MTU)
 
 
-class UnsupportedByNetem(ValueError):
+class UnsupportedByNetem(RunSetupError):
     """The link specification uses something tc netem cannot express; use the emulator."""
 
 

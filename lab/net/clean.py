@@ -1,6 +1,6 @@
 """`lab clean`: remove what killed runs left behind, found by the `lab<6 hex>-` name pattern.
 
-A run is *left over* when no live process holds its run lock (see lab.net.teardown): its
+A run is *left over* when no live process holds its run lock (see lab.net.runlock): its
 processes (found through their network namespace), namespaces and root-namespace links are
 removed. Live runs are skipped unless `force=True`.
 """
@@ -14,7 +14,7 @@ from pyroute2 import IPRoute
 
 from lab.net import nsenter
 from lab.net.names import Names, prefix_of
-from lab.net.teardown import LOCK_DIR, is_live, lock_path
+from lab.net.runlock import LOCK_DIR, is_live, lock_path
 from lab.net.topology import remove_run
 
 

@@ -15,8 +15,9 @@ persistent TUN device per direction (see docs/topology.md): packets from the cli
 `<p>-tu`, from the server side to `<p>-td`; the emulator (lab/link/emulator.py) reads them and
 writes them back at their release time. With no emulator attached the packets are dropped.
 
-Use as a context manager (`with Topology() as topo:`) or `up()`/`down()`; teardown is also
-registered in `lab.net.teardown.registry` so it happens on exceptions, Ctrl-C, SIGTERM and exit.
+Use as a context manager (`with Topology() as topo:`) or `up()`/`down()`. Whoever owns the
+topology makes sure `down()` runs (the runner registers it with `lab.run.lifecycle`, so it also
+happens on Ctrl-C, SIGTERM and exit); a run lock tells `lab clean` it is alive.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ from socket import AF_INET, AF_INET6
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from lab.link import tun
-from lab.net import nsenter
+from lab.errors import RunError
+from lab.net import nsenter, tun
 from lab.net.names import Names, new_prefix
-from lab.net.teardown import RunLock, install_signal_handlers, registry
+from lab.net.runlock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ TUN_TXQUEUELEN = 1000
 OFFLOADS_OFF = ("rx", "off", "tx", "off", "sg", "off", "tso", "off", "gso", "off", "gro", "off")
 
 
-class TopologyError(RuntimeError):
+class TopologyError(RunError):
     """The topology could not be built or violates an invariant (e.g. a bypass route)."""
 
 
@@ -91,7 +92,6 @@ class Topology:
         self.tun_steering = tun_steering
         self.addresses = ADDRESSES
         self._lock = RunLock(self.prefix)
-        self._handle: int | None = None
         self.is_up = False
 
     # --- convenient attributes ---------------------------------------------------------
@@ -134,9 +134,7 @@ class Topology:
         """Create namespaces, links, addresses, routes (and TUN steering); check no bypass."""
         if self.is_up:
             return self
-        install_signal_handlers()
         self._lock.acquire()
-        self._handle = registry.push(f"topology {self.prefix}", self.down)
         self.is_up = True
         try:
             self._build()
@@ -151,9 +149,6 @@ class Topology:
         if not self.is_up:
             return
         remove_run(self.names)
-        if self._handle is not None:
-            registry.discard(self._handle)
-            self._handle = None
         self._lock.release()
         self.is_up = False
 

@@ -1,12 +1,12 @@
 """From one workload's sample rows (one cell, repetition and protocol) to the rows that go into
 samples.parquet: raw stamps stripped, `event_excess_ms` added, and the aggregates of
-lab.metrics appended (stream <NA>). Pure: no I/O, no clock.
+lab.workloads.metrics appended (stream <NA>). Pure: no I/O, no clock.
 
 Aggregates per workload kind:
 - watch, k8s_mix: hol_spread, stalled_fraction, excess_p50/p95/p99/p999_ms
-  (lab.metrics.watch_metrics; the stall threshold is `stall_threshold_rtt` × base RTT for
+  (lab.workloads.metrics.watch_metrics; the stall threshold is `stall_threshold_rtt` × base RTT for
   watch, ½ base RTT for k8s_mix);
-- rpc_under_load, k8s_mix: rpc_delayed_fraction, rpc_p95_ms (lab.metrics.rpc_metrics);
+- rpc_under_load, k8s_mix: rpc_delayed_fraction, rpc_p95_ms (lab.workloads.metrics.rpc_metrics);
 - bulk, multiplex, rpc_under_load: utilisation (median goodput ÷ downlink rate; NaN unlimited);
 - every kind: cpu_server_s, cpu_client_s, cpu_emulator_s (user+sys seconds during the
   workload) and cpu_bound (1.0 when any of them exceeded 90 % of one core over the wall time).
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab import metrics
+from lab.workloads import metrics
 from lab.workloads.base import Row, row
 
 RAW_KEYS: tuple[str, ...] = ("seq", "sent_ns", "received_ns")

@@ -16,22 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.http.client import (
+from lab.errors import PeerError
+from lab.http.client import open_connection
+from lab.http.settings import H2Settings, QuicSettings
+from lab.http.types import (
     Connection,
     ConnectMode,
     ConnectOptions,
     HttpProtocol,
     Response,
     TicketStore,
-    open_connection,
 )
-from lab.http.settings import H2Settings, QuicSettings
 
 Row = dict[str, Any]
 WATCH_NAMESPACE = "default"
 
 
-class WorkloadError(RuntimeError):
+class WorkloadError(PeerError):
     """A workload could not measure what it should (bad status, short body, timeout)."""
 
 

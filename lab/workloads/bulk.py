@@ -6,8 +6,8 @@ Rows: `goodput_mbit` (body bytes × 8 / (last byte − request sent)) and `compl
 
 from __future__ import annotations
 
-from lab import metrics
-from lab.scenario import BulkParams
+from lab.scenario.workloads import BulkParams
+from lab.workloads import metrics
 from lab.workloads.base import Row, WorkloadContext, check_response, row, sent_ns
 
 

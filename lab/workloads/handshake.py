@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import trio
 
-from lab import metrics
-from lab.http.client import ConnectionTimings, ConnectMode, Response, TicketStore
-from lab.scenario import HandshakeParams
+from lab.http.types import ConnectionTimings, ConnectMode, Response, TicketStore
+from lab.scenario.workloads import HandshakeParams
+from lab.workloads import metrics
 from lab.workloads.base import Row, WorkloadContext, check_response, row
 
 TICKET_WAIT_S = 0.3  # how long to wait for a post-handshake ticket before closing

@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 import trio
 
-from lab import metrics
-from lab.http.client import Connection
-from lab.scenario import K8sMixParams
+from lab.http.types import Connection
+from lab.scenario.workloads import K8sMixParams
+from lab.workloads import metrics
 from lab.workloads.base import WATCH_NAMESPACE, Row, WorkloadContext, check_response, row, sent_ns
 from lab.workloads.watch import event_count, watch_streams
 

@@ -11,9 +11,9 @@ import time
 
 import trio
 
-from lab import metrics
-from lab.http.client import Response
-from lab.scenario import MultiplexParams
+from lab.http.types import Response
+from lab.scenario.workloads import MultiplexParams
+from lab.workloads import metrics
 from lab.workloads.base import Row, WorkloadContext, check_response, row
 
 

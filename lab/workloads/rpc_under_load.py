@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import trio
 
-from lab import metrics
-from lab.http.client import Connection, Response
-from lab.scenario import RpcUnderLoadParams
+from lab.http.types import Connection, Response
+from lab.scenario.workloads import RpcUnderLoadParams
+from lab.workloads import metrics
 from lab.workloads.base import Row, WorkloadContext, WorkloadError, check_response, row, sent_ns
 
 

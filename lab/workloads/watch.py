@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from lab.http.client import Connection
-from lab.scenario import WatchParams
+from lab.http.types import Connection
+from lab.scenario.workloads import WatchParams
 from lab.workloads.base import WATCH_NAMESPACE, Row, WorkloadContext, WorkloadError, row
 
 

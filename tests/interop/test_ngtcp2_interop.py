@@ -6,7 +6,8 @@ import pytest
 import trio
 from interop_helpers import Server, expected, sha256
 
-from lab.http.client import ConnectOptions, Response, TicketStore, open_connection
+from lab.http.client import open_connection
+from lab.http.types import ConnectOptions, Response, TicketStore
 
 pytestmark = pytest.mark.interop
 

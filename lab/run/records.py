@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from lab.scenario import Cell
+from lab.scenario.models import Cell
 
 Backend = Literal["netem", "emulator"]
 

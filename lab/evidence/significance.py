@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lab.results import axis_columns
-from lab.stats import Estimate, median_ci, ratio_of_medians_ci
+from lab.evidence.stats import Estimate, median_ci, ratio_of_medians_ci
+from lab.results.store import axis_columns
 
 N_BOOT = 2000
 CONFIDENCE = 0.95
@@ -73,7 +73,7 @@ def _from_estimate(e: Estimate) -> Interval:
 
 
 def bootstrap_median(values: Sequence[float] | np.ndarray, *, seed: int = 0) -> Interval:
-    """Median with a percentile-bootstrap 95% interval (lab.stats.median_ci, seeded)."""
+    """Median with a percentile-bootstrap 95% interval (lab.evidence.stats.median_ci, seeded)."""
     return _from_estimate(median_ci(values, np.random.default_rng(seed), n_boot=N_BOOT))
 
 
@@ -110,7 +110,7 @@ def bootstrap_ratio(
     num: Sequence[float] | np.ndarray, den: Sequence[float] | np.ndarray, *, seed: int = 0
 ) -> Interval:
     """median(num) / median(den) with a 95% bootstrap interval, resampling each side on its own
-    (lab.stats.ratio_of_medians_ci): for two independent sets of repetitions (two runs).
+    (lab.evidence.stats.ratio_of_medians_ci): for two independent sets of repetitions (two runs).
     NaN when median(den) is 0."""
     e = ratio_of_medians_ci(num, den, np.random.default_rng(seed), n_boot=N_BOOT)
     if not np.isfinite(e.value):

@@ -1,30 +1,30 @@
-"""Teardown registry and run locks: whatever a run creates is removed on every way out.
+"""Lifetimes and signals: whatever the lab creates is removed on every way out.
 
-`registry` runs its callbacks (last registered first) on normal exit (`atexit`), and — once
-`install_signal_handlers()` was called in the main thread — turns SIGTERM and SIGHUP into
-`SystemExit` so `finally` blocks and context managers unwind exactly as for Ctrl-C
-(`KeyboardInterrupt`). Only SIGKILL escapes; `lab clean` handles that case.
+The one place that decides what signals do:
 
-A *run lock* is an flock(2) held on `/run/lab/<prefix>.lock` for the lifetime of the run. The
-kernel drops it when the owner dies, however it dies, so `lab clean` can tell a live run (lock
-held: leave it alone) from a leftover (lock free or missing).
+- `install_signal_handlers()` (the CLI calls it first thing): SIGTERM and SIGHUP raise
+  `SystemExit`, so `finally` blocks and context managers unwind exactly as for Ctrl-C
+  (`KeyboardInterrupt`). Only SIGKILL escapes; `lab clean` handles that case.
+- `sigterm_as_interrupt()`: while a run goes on, SIGTERM stops it like Ctrl-C (clean, resumable).
+- `deferred_interrupts()`: a teardown block that a second Ctrl-C must not cut short.
+
+`registry` runs its callbacks (last registered first) on normal interpreter exit (`atexit`): the
+safety net for namespaces and processes whose owner did not reach its own teardown.
+`owned(stack, label, fn)` registers a teardown both in an `ExitStack` and in the registry.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 log = logging.getLogger(__name__)
-LOCK_DIR = Path("/run/lab")
 
 
 @dataclass
@@ -100,49 +100,48 @@ def install_signal_handlers() -> bool:
     return installed
 
 
-# --- run locks ----------------------------------------------------------------------------
-def lock_path(prefix: str) -> Path:
-    return LOCK_DIR / f"{prefix}.lock"
+def owned(stack: contextlib.ExitStack, label: str, fn: Callable[[], object]) -> None:
+    """Make `fn` run when `stack` unwinds, and at interpreter exit should the stack never unwind
+    (the registry's safety net); it runs once either way."""
+    handle = registry.push(label, fn)
+    stack.callback(registry.run, handle)
 
 
-class RunLock:
-    """An flock on /run/lab/<prefix>.lock held while the run lives (fd is close-on-exec)."""
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM during the block; raise KeyboardInterrupt after it if one came."""
+    got: list[int] = []
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self._fd: int | None = None
+    def hold(signum: int, frame: object) -> None:
+        got.append(signum)
 
-    def acquire(self) -> None:
-        LOCK_DIR.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path(self.prefix), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RuntimeError(f"run prefix {self.prefix} is in use by a live run") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            lock_path(self.prefix).unlink()
-        os.close(self._fd)
-        self._fd = None
-
-
-def is_live(prefix: str) -> bool:
-    """True when a live process holds the run lock of `prefix`."""
     try:
-        fd = os.open(lock_path(prefix), os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
+        old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: nothing to defer
+        yield
+        return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        yield
     finally:
-        os.close(fd)  # closing drops the lock if we took it
-    return False
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if got:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C while the block runs (a clean stop, resumable)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)

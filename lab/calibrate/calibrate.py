@@ -10,7 +10,7 @@ Two halves, kept apart:
   actual send schedule, with a seed independent of the emulator's.
 - **Measurement** (`measure`): builds a topology, applies the link (emulator or netem), runs UDP
   probes through an echo in the server namespace, then TCP and UDP throughput per rate-limited
-  direction (`lab.probes`), and tears everything down.
+  direction (`lab.calibrate.probes`), and tears everything down.
 
 Tolerances (docs/calibrate.md): one-way delay median within 0.5 ms of the expected median; loss
 count inside the 99 % acceptance interval of the configured loss model (binomial for Bernoulli);
@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from scipy import stats
 
+from lab.errors import HostNotCapable
 from lab.link.model import Deliver, DirectionModel
-from lab.scenario import (
+from lab.link.spec import (
     BernoulliLoss,
     DirectionSpec,
     DropListLoss,
@@ -46,8 +47,8 @@ from lab.scenario import (
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from lab.probes import EchoRecord, FlowResult, ProbeRun
-    from lab.scenario import Cell
+    from lab.calibrate.probes import EchoRecord, FlowResult, ProbeRun
+    from lab.scenario.models import Cell
 
 Direction = Literal["uplink", "downlink"]
 DIRECTIONS: tuple[Direction, Direction] = ("uplink", "downlink")
@@ -710,7 +711,7 @@ def result_table(result: CalibrationResult) -> Table:
 # =============================================================================================
 # measurement (I/O)
 # =============================================================================================
-class CalibrationError(RuntimeError):
+class CalibrationError(HostNotCapable):
     """The calibration could not run (backend unavailable, a process failed)."""
 
 
@@ -808,7 +809,7 @@ def _probe_phase(
     """Echo in the server namespace, probe client (SCHED_FIFO while it runs) in the client's."""
     import socket
 
-    from lab.probes import EchoProcess, realtime, run_probe_client
+    from lab.calibrate.probes import EchoProcess, realtime, run_probe_client
 
     drain = _drain_s(link, "uplink") + _drain_s(link, "downlink") + 0.3
     with EchoProcess(topo, topo.server_ns, topo.server_v4) as echo:
@@ -841,7 +842,7 @@ def _flow_phase(
     topo: Any, link: LinkSpec, d: Direction, tcp_s: float, udp_s: float, prog: ProgressFn
 ) -> list[FlowSummary]:
     """TCP bulk, then a UDP flood above the rate, in direction `d`."""
-    from lab.probes import measure_tcp, measure_udp
+    from lab.calibrate.probes import measure_tcp, measure_udp
 
     spec: DirectionSpec = getattr(link, d)
     assert spec.rate_mbit is not None

@@ -8,9 +8,34 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from lab.http.settings import H2Settings, QuicSettings
-from lab.plan import downlink_rate, effective_rate
-from lab.scenario import Cell, StackSpec
+from pydantic import BaseModel, ConfigDict
+
+from lab.http.settings import H2Settings, QuicSettings, ServerConfig
+from lab.run.plan import downlink_rate, effective_rate
+from lab.scenario.models import Cell, StackSpec
+from lab.scenario.workloads import Workload
+
+
+class AgentConfig(BaseModel):
+    """What one agent run needs (written as JSON by the runner)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: str
+    host: str
+    port: int
+    server_name: str = "localhost"
+    ca_file: str | None = None
+    base_rtt_ms: float
+    rate_mbit: float | None = None  # the link's downlink rate
+    expected_rate_mbit: float | None = None  # expected goodput, for the timeouts only
+    early_data_header: bool = True
+    stack: StackSpec = StackSpec()  # the cell's stack settings (see lab.run.stack.cell_stack)
+    workloads: list[Workload]
+    server_pid: int | None = None
+    emulator_pid: int | None = None
+    out: str
+    timeout_factor: float = 4.0  # a workload may take this × its estimate (+ 20 s)
 
 
 def cell_stack(cell: Cell, quic_engine: str | None = None) -> StackSpec:
@@ -60,18 +85,14 @@ def client_settings(stack: StackSpec) -> tuple[H2Settings, QuicSettings]:
     return h2, quic
 
 
-def reference_config(stack: StackSpec) -> Any:
+def reference_config(stack: StackSpec) -> ServerConfig:
     """The ServerConfig `lab serve` builds from `reference_serve_args(stack)` (for run.json)."""
-    from lab.http.settings import ServerConfig
-
     h2, quic = client_settings(stack)
     return ServerConfig(h2=h2, quic=quic)
 
 
-def agent_config(cell: Cell, quic_engine: str | None, **fields: Any) -> Any:
+def agent_config(cell: Cell, quic_engine: str | None, **fields: Any) -> AgentConfig:
     """The AgentConfig of `cell` (its link, workloads and stack settings) plus `fields`."""
-    from lab.agent import AgentConfig
-
     return AgentConfig(
         base_rtt_ms=cell.link.base_rtt_ms,
         rate_mbit=downlink_rate(cell),

@@ -1,6 +1,6 @@
 """The client side of one cell: a process the runner starts in the client namespace.
 
-    ip netns exec <client-ns> python -m lab.agent --config agent.json
+    ip netns exec <client-ns> python -m lab.run.agent --config agent.json
 
 It runs the cell's workloads one after another over one protocol and writes one JSON file
 (`AgentConfig.out`) with, per workload, its sample rows (see lab.workloads.base), its wall time,
@@ -23,36 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from pydantic import BaseModel, ConfigDict
 
-from lab.scenario import StackSpec, Workload
-from lab.stack import client_settings
+from lab.run.stack import AgentConfig, client_settings
 from lab.workloads import estimate_s, module
 from lab.workloads.base import WorkloadContext
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class AgentConfig(BaseModel):
-    """What one agent run needs (written as JSON by the runner)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    protocol: str
-    host: str
-    port: int
-    server_name: str = "localhost"
-    ca_file: str | None = None
-    base_rtt_ms: float
-    rate_mbit: float | None = None  # the link's downlink rate
-    expected_rate_mbit: float | None = None  # expected goodput, for the timeouts only
-    early_data_header: bool = True
-    stack: StackSpec = StackSpec()  # the cell's stack settings (see lab.stack.cell_stack)
-    workloads: list[Workload]
-    server_pid: int | None = None
-    emulator_pid: int | None = None
-    out: str
-    timeout_factor: float = 4.0  # a workload may take this × its estimate (+ 20 s)
 
 
 def proc_cpu_s(pid: int | None) -> float | None:
@@ -133,8 +109,8 @@ async def run_workloads(cfg: AgentConfig) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m lab.agent --config FILE`."""
-    p = argparse.ArgumentParser(prog="python -m lab.agent", description=__doc__)
+    """Entry point of `python -m lab.run.agent --config FILE`."""
+    p = argparse.ArgumentParser(prog="python -m lab.run.agent", description=__doc__)
     p.add_argument("--config", required=True, type=Path, help="AgentConfig JSON file")
     p.add_argument(
         "--wait-go",

@@ -1,6 +1,7 @@
 """Path probes for `lab calibrate`: UDP echo probes, UDP floods and TCP bulk transfers.
 
-Standard library only, so that `python -m lab.probes echo …` starts fast inside a namespace.
+Standard library only, so that `python -m lab.calibrate.probes echo …` starts fast inside a
+namespace.
 
 - **Echo** (a subprocess in the server namespace, `EchoProcess`): answers every probe at once
   and records which sequence numbers arrived, in arrival order, with their CLOCK_MONOTONIC
@@ -181,12 +182,13 @@ class EchoError(RuntimeError):
 
 
 class EchoProcess:
-    """The echo as `ip netns exec NS python -m lab.probes echo`; `start()` → port, `stop()` →
-    EchoRecord. A context manager: leaving it kills the process if it is still running."""
+    """The echo as `ip netns exec NS python -m lab.calibrate.probes echo`; `start()` → port,
+    `stop()` → EchoRecord. A context manager: leaving it kills the process if it still runs."""
 
     def __init__(self, topology: SocketFactory, ns: str, bind: str) -> None:
         self.argv = topology.run_in(
-            ns, [sys.executable, "-m", "lab.probes", "echo", "--bind", bind, "--port", "0"]
+            ns,
+            [sys.executable, "-m", "lab.calibrate.probes", "echo", "--bind", bind, "--port", "0"],
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
@@ -608,8 +610,10 @@ def measure_tcp(
 # command line (the subprocess side)
 # =============================================================================================
 def main(argv: list[str] | None = None) -> int:
-    """`python -m lab.probes echo --bind ADDR --port N`."""
-    p = argparse.ArgumentParser(prog="python -m lab.probes", description=__doc__.splitlines()[0])
+    """`python -m lab.calibrate.probes echo --bind ADDR --port N`."""
+    p = argparse.ArgumentParser(
+        prog="python -m lab.calibrate.probes", description=__doc__.splitlines()[0]
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("echo", help="UDP probe echo; stops on stdin EOF or SIGTERM")
     e.add_argument("--bind", required=True, help="address to bind")

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control
 
-from lab.significance import Interval, bootstrap_ratio, mann_whitney_p
-from lab.verdicts import direction, effective_mode
+from lab.evidence.significance import Interval, bootstrap_ratio, mann_whitney_p
+from lab.evidence.verdicts import direction, effective_mode
 
 MIN_EFFECT = 0.10
 ALPHA = 0.05
@@ -218,7 +218,7 @@ def compare_runs(
     run_a: str | Path, run_b: str | Path, *, min_effect: float = MIN_EFFECT
 ) -> list[Difference]:
     """Load two run directories and compare them (B against A)."""
-    from lab.results import load
+    from lab.results.store import load
 
     a, b = load(run_a), load(run_b)
     return compare(a.samples, b.samples, a.meta, b.meta, min_effect=min_effect)

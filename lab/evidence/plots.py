@@ -3,7 +3,7 @@ results format (long: one row per sample, see lab/results.py) and an `ax`, draws
 returns the `ax`. When the run has no data for a plot, the function writes "no data" on the axes
 and returns it (never raises), so a report or a notebook keeps going.
 
-Intervals are 95% bootstrap intervals over repetitions (lab.significance).
+Intervals are 95% bootstrap intervals over repetitions (lab.evidence.significance).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lab.significance import (
+from lab.evidence.significance import (
     bootstrap_median,
     drop_unstalled,
     per_repetition,

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lab.run_meta import CellOutcome
-from lab.runner import Hooks
-from lab.scenario import Cell
+from lab.run.records import CellOutcome
+from lab.run.runner import Hooks
+from lab.scenario.models import Cell
 
 
 def fmt_duration(seconds: float) -> str:
@@ -33,7 +33,7 @@ def fmt_duration(seconds: float) -> str:
 
 
 class RunProgress(Hooks):
-    """Hooks for lab.runner that show progress on `console`."""
+    """Hooks for lab.run.runner that show progress on `console`."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()

@@ -33,19 +33,16 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lab.results import AGGREGATE_METRICS, SAMPLE_METRICS
-from lab.significance import KNOWN_WORKLOADS, drop_unstalled, per_repetition
-from lab.verdicts import effective_mode
-from lab.yamlpos import YamlError, load_yaml
+from lab.errors import ThresholdFileError
+from lab.evidence.significance import KNOWN_WORKLOADS, drop_unstalled, per_repetition
+from lab.evidence.verdicts import effective_mode
+from lab.results.store import AGGREGATE_METRICS, SAMPLE_METRICS
+from lab.scenario.yamlpos import YamlError, load_yaml
 
 Status = Literal["pass", "fail", "error"]
 POOLED = "all matching cells"  # the cell label of a `pool_cells: true` threshold
 _STATISTIC = re.compile(r"^(median|mean|min|max|p(\d{1,2}(\.\d+)?|100))$")
 AxisValue = float | int | str | bool
-
-
-class ThresholdFileError(Exception):
-    """A thresholds file that cannot be used; the message starts with file:line."""
 
 
 class Threshold(BaseModel):
@@ -423,8 +420,8 @@ def with_scenario_fields(
 def check_run(run_dir: str | Path, thresholds_file: str | Path) -> tuple[CheckReport, bytes]:
     """Load a run and a thresholds file, evaluate; returns (report, JUnit XML bytes).
     Raises ThresholdFileError (bad file) or lab.results.ResultsError (not a run)."""
-    from lab.results import load
-    from lab.significance import with_link_columns
+    from lab.evidence.significance import with_link_columns
+    from lab.results.store import load
 
     loaded = load_thresholds(thresholds_file)
     run = load(run_dir)

@@ -18,14 +18,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from lab.results import AGGREGATE_METRICS, SAMPLE_METRICS
-from lab.significance import (
+from lab.evidence.significance import (
     Interval,
     bootstrap_ratio_paired,
     drop_unstalled,
     per_repetition,
     relevant_axes,
 )
+from lab.results.store import AGGREGATE_METRICS, SAMPLE_METRICS
 
 MIN_REPETITIONS = 3
 Direction = Literal["lower", "higher"]

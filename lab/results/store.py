@@ -33,6 +33,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from lab.errors import ResultsError
+
 SCHEMA_VERSION = 1
 
 # The index columns of samples.parquet, declared once (pyam style).
@@ -93,10 +95,6 @@ _DTYPES: dict[str, Any] = {
     "implementation": _TEXT,
 }
 _LIBRARIES = ("trio", "h2", "aioquic", "qh3", "numpy", "pandas", "pyarrow", "pyroute2")
-
-
-class ResultsError(Exception):
-    """A results directory is missing, malformed or would be overwritten."""
 
 
 # --- sample frames ------------------------------------------------------------------------

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab import plots
-from lab.results import RunResults, load
-from lab.significance import with_link_columns
-from lab.verdicts import MIN_REPETITIONS, Verdict, direction, verdicts
+from lab.evidence import plots
+from lab.evidence.significance import with_link_columns
+from lab.evidence.verdicts import MIN_REPETITIONS, Verdict, direction, verdicts
+from lab.results.store import RunResults, load
 
 # The verdicts shown in each workload's main table; the rest go in a collapsed "all" table.
 KEY_METRICS: dict[str, tuple[str, ...]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lab.scenario import Cell
+from lab.scenario.models import Cell
 from lab.workloads import estimate_s
 
 # Calibrated on the 2-core box (see docs/running.md): fixed costs of one cell-repetition and

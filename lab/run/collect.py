@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from lab.plan import downlink_rate
-from lab.scenario import Cell
+from lab.run.plan import downlink_rate
+from lab.scenario.models import Cell
 from lab.workloads.aggregate import CpuUsage, aggregate
 
 

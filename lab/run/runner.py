@@ -4,7 +4,7 @@ For every cell and repetition (`plan`):
 
     topology up → impairment (emulator in the router ns, or tc netem) → server in the server ns
     (with its readiness check) → for each protocol (h2,h3 on even repetitions, h3,h2 on odd)
-    the agent (`python -m lab.agent`) in the client ns → collect (agent rows, CPU, emulator
+    the agent (`python -m lab.run.agent`) in the client ns → collect (agent rows, CPU, emulator
     report) → aggregates (lab.workloads.aggregate) → append_samples, mark_completed →
     teardown, always (finally: also on Ctrl-C, timeouts and crashes).
 
@@ -20,12 +20,11 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,27 +32,33 @@ from typing import Any
 
 import pandas as pd
 
-from lab.collect import axis_value as axis_value  # re-exported for tests
-from lab.collect import cell_frame
+from lab.errors import PeerError, RunError, RunSetupError
 from lab.peers.proc import stop as stop_process
-from lab.plan import bytes_sizes, cell_seed, effective_rate, estimate_run_s, plan, protocol_order
-from lab.plan import mean_loss as mean_loss  # re-exported for tests
-from lab.results import RunResults, RunWriter, make_run_id, open_for_resume
-from lab.run_meta import Backend, CellOutcome, cell_key, cell_record, impairment_info
-from lab.scenario import Cell, Scenario, expand_cells
-from lab.stack import agent_config, cell_stack, reference_serve_args
-from lab.stack import reference_config as reference_config  # re-exported for tests
-from lab.stack import stacks_info as _stacks_info
+from lab.results.store import RunResults, RunWriter, make_run_id, open_for_resume
+from lab.run.collect import axis_value as axis_value
+from lab.run.collect import cell_frame
+from lab.run.lifecycle import deferred_interrupts, sigterm_as_interrupt
+from lab.run.plan import (
+    bytes_sizes,
+    cell_seed,
+    effective_rate,
+    estimate_run_s,
+    plan,
+    protocol_order,
+)
+from lab.run.plan import mean_loss as mean_loss
+from lab.run.records import Backend, CellOutcome, cell_key, cell_record, impairment_info
+from lab.run.stack import agent_config, cell_stack, reference_serve_args
+from lab.run.stack import reference_config as reference_config
+from lab.run.stack import stacks_info as _stacks_info
+from lab.scenario.matrix import expand_cells, resolved
+from lab.scenario.models import Cell, Scenario
 from lab.workloads import estimate_s
 
 SERVER_PORT = 8443
 SERVER_READY_TIMEOUT_S = 20.0
 AGENT_READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 3.0
-
-
-class RunError(RuntimeError):
-    """The run cannot start (e.g. the backend cannot express the link, unknown server)."""
 
 
 def default_backend() -> Backend:
@@ -104,7 +109,7 @@ class _Agent:
 
 
 class Hooks:
-    """Progress callbacks (lab.progress implements them); the default does nothing."""
+    """Progress callbacks (lab.run.progress implements them); the default does nothing."""
 
     def start(self, total: int, done: int, estimate_s: float) -> None: ...
     def cell_started(self, cell: Cell, repetition: int) -> None: ...
@@ -236,13 +241,13 @@ class Runner:
         finally:
             td = time.monotonic()
             self.hooks.phase("teardown")
-            with _deferred_interrupts():  # a second Ctrl-C must not cut the teardown short
+            with deferred_interrupts():  # a second Ctrl-C must not cut the teardown short
                 for agent in agents:
                     _stop_process(agent.proc, 0.5)
                 _stop_process(server)
                 if emu is not None:
                     with contextlib.suppress(Exception):
-                        emu._kill()
+                        emu.kill()
                 topo.down()
             out.teardown_s = time.monotonic() - td
             out.wall_s = time.monotonic() - t0
@@ -303,12 +308,12 @@ class Runner:
         deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                raise RunError(f"server exited with {proc.returncode}: {_tail(log)}")
+                raise PeerError(f"server exited with {proc.returncode}: {_tail(log)}")
             with nsenter.enter(topo.server_ns):
                 if self.impl.ready(ctx, timeout_s=0.2):
                     return
             if time.monotonic() > deadline:
-                raise RunError(f"server not ready after {SERVER_READY_TIMEOUT_S} s: {_tail(log)}")
+                raise PeerError(f"server not ready after {SERVER_READY_TIMEOUT_S} s: {_tail(log)}")
 
     def _spawn_agent(
         self,
@@ -343,7 +348,7 @@ class Runner:
             self.agent_timeout_factor * estimate_s(w, cfg.base_rtt_ms, rate) + 25
             for w in cell.workloads
         )
-        argv = [sys.executable, "-m", "lab.agent", "--config", str(cfg_file), "--wait-go"]
+        argv = [sys.executable, "-m", "lab.run.agent", "--config", str(cfg_file), "--wait-go"]
         with open(log, "wb") as f:
             proc = subprocess.Popen(
                 topo.run_in(topo.client_ns, argv),
@@ -438,7 +443,7 @@ class Runner:
 def stacks_info(
     server: str, cells: Sequence[Cell], quic_engine: str | None = None
 ) -> dict[str, Any]:
-    """lab.stack.stacks_info with an external server's version line, asked from its binary
+    """lab.run.stack.stacks_info with an external server's version line, asked from its binary
     (`version_argv`, 5 s at most; None when that fails)."""
     version = None if server == "reference" else server_version(server)
     return _stacks_info(server, cells, quic_engine, server_version=version)
@@ -459,7 +464,7 @@ def server_version(server: str) -> str | None:
 
 
 def check_backend(backend: Backend, cells: Sequence[Cell]) -> None:
-    """Raise RunError when `backend` cannot express some cell's link."""
+    """Raise RunSetupError when `backend` cannot express some cell's link."""
     if backend != "netem":
         return
     from lab.link.netem import UnsupportedByNetem, netem_commands
@@ -468,7 +473,7 @@ def check_backend(backend: Backend, cells: Sequence[Cell]) -> None:
         try:
             netem_commands(cell.link, uplink_dev="x", downlink_dev="y")
         except UnsupportedByNetem as e:
-            raise RunError(f"cell {cell.id}: {e}") from None
+            raise RunSetupError(f"cell {cell.id}: {e}") from None
 
 
 # --- entry points -------------------------------------------------------------------------
@@ -501,10 +506,10 @@ def prepare(scenario: Scenario, scenario_file: str | None, options: RunOptions) 
     try:
         impl = registry.get(scenario.server)
     except KeyError as e:
-        raise RunError(str(e.args[0])) from None
+        raise RunSetupError(str(e.args[0])) from None
     unsupported = sorted({w.kind for w in scenario.workloads if not impl.supports(w.kind)})
     if unsupported:
-        raise RunError(f"server {impl.name!r} cannot serve workload(s) {unsupported}")
+        raise RunSetupError(f"server {impl.name!r} cannot serve workload(s) {unsupported}")
     cells = expand_cells(scenario)
     repeat = options.repeat or scenario.repeat
     backend = options.backend or default_backend()
@@ -513,7 +518,7 @@ def prepare(scenario: Scenario, scenario_file: str | None, options: RunOptions) 
     path = options.out_dir / make_run_id(scenario.name, now, secrets.token_hex(2))
     writer = RunWriter.create(
         path,
-        scenario=scenario.resolved(),
+        scenario=resolved(scenario),
         seed=scenario.seed,
         cells=[
             {
@@ -578,7 +583,7 @@ def execute(prep: Prepared, hooks: Hooks | None = None) -> RunOutcome:
         quic_engine=prep.quic_engine,
         hooks=hooks,
     )
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         outcomes, interrupted = runner.run(prep.pairs)
     wall = time.monotonic() - t0
     workload = sum(o.workload_s for o in outcomes)
@@ -597,43 +602,3 @@ def execute(prep: Prepared, hooks: Hooks | None = None) -> RunOutcome:
     status = "interrupted" if interrupted else "complete"
     results = prep.writer.finish(status)
     return RunOutcome(prep.writer.path, status, results, outcomes, wall, workload)
-
-
-@contextlib.contextmanager
-def _deferred_interrupts() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM during the block; raise KeyboardInterrupt after it if one came."""
-    got: list[int] = []
-
-    def hold(signum: int, frame: object) -> None:
-        got.append(signum)
-
-    try:
-        old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: nothing to defer
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    if got:
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C while the run goes on (clean stop, resumable)."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)

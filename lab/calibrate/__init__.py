@@ -1,0 +1,1 @@
+"""`lab calibrate`: what the impaired path really does, against its spec."""

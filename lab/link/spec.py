@@ -1,0 +1,157 @@
+"""The link between client and server: loss, delay, jitter, reordering, rate and queue of each
+direction. Pure data (pydantic models, units in field names); the scenario file embeds these,
+the link model (`model.py`), the emulator and the netem backend consume them.
+
+uplink = client → server, downlink = server → client.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors; instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- loss models --------------------------------------------------------------------------
+class NoLoss(StrictModel):
+    """No random loss."""
+
+    model: Literal["none"] = "none"
+
+
+class BernoulliLoss(StrictModel):
+    """Independent loss: each packet is dropped with probability `rate`."""
+
+    model: Literal["bernoulli"]
+    rate: Probability
+
+
+class GilbertElliottLoss(StrictModel):
+    """Two-state burst loss with netem's `loss gemodel p r 1-h 1-k` meaning.
+
+    p: P(good → bad) per packet; r: P(bad → good) per packet;
+    h: P(packet delivered | bad state); k: P(packet delivered | good state).
+    Mean loss = (1-k)·r/(p+r) + (1-h)·p/(p+r).
+    """
+
+    model: Literal["gilbert_elliott"]
+    p: Probability
+    r: Probability = 1.0
+    h: Probability = 0.0
+    k: Probability = 1.0
+
+    @model_validator(mode="after")
+    def _reachable(self) -> GilbertElliottLoss:
+        if self.p + self.r == 0:
+            raise ValueError("p and r cannot both be 0")
+        return self
+
+    @property
+    def mean_loss(self) -> float:
+        """Stationary loss probability."""
+        bad = self.p / (self.p + self.r)
+        return (1 - self.k) * (1 - bad) + (1 - self.h) * bad
+
+
+class DropListLoss(StrictModel):
+    """Drop exactly these packets, by 0-based index of the packets entering this direction."""
+
+    model: Literal["drop_list"]
+    packets: list[Annotated[int, Field(ge=0)]]
+
+
+LossSpec = Annotated[
+    NoLoss | BernoulliLoss | GilbertElliottLoss | DropListLoss, Field(discriminator="model")
+]
+
+
+# --- queue --------------------------------------------------------------------------------
+class QueueSpec(StrictModel):
+    """Drop-tail queue limit in front of the rate limiter: exactly one of the three."""
+
+    packets: Annotated[int, Field(gt=0)] | None = None
+    bytes: Annotated[int, Field(gt=0)] | None = None
+    bdp: Annotated[float, Field(gt=0)] | None = None  # multiple of rate × base RTT
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> QueueSpec:
+        given = [k for k in ("packets", "bytes", "bdp") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("queue takes exactly one of packets, bytes or bdp")
+        return self
+
+
+# --- reordering ---------------------------------------------------------------------------
+class ReorderSpec(StrictModel):
+    """netem's `reorder P [CORR] gap G`: with gap G, every G-th packet is sent without delay
+    with probability `probability` (so it overtakes the delayed ones); gap 1 = any packet."""
+
+    probability: Probability
+    gap: Annotated[int, Field(ge=1)] = 1
+    correlation: Probability = 0.0
+
+
+# --- one direction ------------------------------------------------------------------------
+class DirectionSpec(StrictModel):
+    """The impairment of one direction of the link."""
+
+    delay_ms: Annotated[float, Field(ge=0)] = 0.0  # one way
+    jitter_ms: Annotated[float, Field(ge=0)] = 0.0
+    jitter_distribution: Literal["uniform", "normal", "pareto"] = "uniform"
+    # "preserve": jitter never reorders (a packet never leaves before the one ahead of it);
+    # "allow": jitter may reorder; a mapping: explicit netem-style reordering (implies allow).
+    reorder: Literal["preserve", "allow"] | ReorderSpec = "preserve"
+    loss: LossSpec = NoLoss()
+    rate_mbit: Annotated[float, Field(gt=0)] | None = None  # None = unlimited
+    queue: QueueSpec | None = None  # None = 1000 packets (netem's default limit)
+    duplicate: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _bdp_needs_rate(self) -> DirectionSpec:
+        if self.queue is not None and self.queue.bdp is not None and self.rate_mbit is None:
+            raise ValueError("queue: {bdp: …} needs rate_mbit (the BDP is rate × base RTT)")
+        return self
+
+    @property
+    def reorder_allowed(self) -> bool:
+        """True when packets may leave in a different order than they arrived."""
+        return self.reorder != "preserve"
+
+
+DEFAULT_QUEUE_PACKETS = 1000
+
+
+class LinkSpec(StrictModel):
+    """Both directions of the link between client and server."""
+
+    uplink: DirectionSpec = DirectionSpec()
+    downlink: DirectionSpec = DirectionSpec()
+
+    @property
+    def base_rtt_ms(self) -> float:
+        """Configured two-way propagation delay: uplink delay + downlink delay."""
+        return self.uplink.delay_ms + self.downlink.delay_ms
+
+    def queue_limit(
+        self, direction: Literal["uplink", "downlink"]
+    ) -> tuple[int | None, int | None]:
+        """(packet limit, byte limit) of that direction's queue; one of them is None."""
+        spec: DirectionSpec = getattr(self, direction)
+        q = spec.queue
+        if q is None:
+            return DEFAULT_QUEUE_PACKETS, None
+        if q.packets is not None:
+            return q.packets, None
+        if q.bytes is not None:
+            return None, q.bytes
+        assert q.bdp is not None and spec.rate_mbit is not None
+        bdp_bytes = spec.rate_mbit * 1e6 / 8 * self.base_rtt_ms / 1e3
+        return None, max(int(q.bdp * bdp_bytes), 1500)

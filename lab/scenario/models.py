@@ -1,0 +1,91 @@
+"""The scenario and its cells (pure data): what one scenario file says, resolved per matrix cell."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lab.link.spec import DirectionSpec, LinkSpec, StrictModel
+from lab.scenario.workloads import NonNegativeInt, PositiveInt, Workload
+
+Protocol = Literal["h2", "h3"]
+
+
+# --- stack settings -----------------------------------------------------------------------
+class StackSpec(StrictModel):
+    """Settings of the reference server and of the lab's clients (both ends alike).
+
+    The defaults are today's behaviour. `lab run --quic-engine` overrides `quic_engine`.
+    External servers (caddy) keep their own defaults; only the lab's clients follow these.
+    """
+
+    tcp_congestion: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")] = "cubic"  # TCP_CONGESTION
+    quic_congestion_control: Literal["reno", "cubic"] = "cubic"
+    # TCP_NOTSENT_LOWAT of h2 sockets; None = the kernel's default (unbounded, as Go's net/http2)
+    tcp_notsent_lowat_bytes: NonNegativeInt | None = None
+    max_concurrent_streams: PositiveInt = 100  # h2 SETTINGS and QUIC max streams
+    quic_engine: Literal["aioquic", "qh3"] = "aioquic"
+
+
+# --- the scenario -------------------------------------------------------------------------
+class Scenario(StrictModel):
+    """A scenario file: the link, the server, the workloads and the matrix of cells."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    description: str = ""
+    seed: NonNegativeInt = 0  # every random draw of the run derives from it
+    repeat: PositiveInt = 3  # repetitions of every cell
+    link: DirectionSpec | None = None  # both directions alike; or uplink/downlink
+    uplink: DirectionSpec | None = None  # client → server
+    downlink: DirectionSpec | None = None  # server → client
+    protocols: Annotated[list[Protocol], Field(min_length=1)] = ["h2", "h3"]
+    server: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] = "reference"
+    workloads: Annotated[list[Workload], Field(min_length=1)]
+    stack: StackSpec = StackSpec()  # stack settings (congestion control, TCP_NOTSENT_LOWAT, …)
+    # axis (dotted field path) → values; cells are the cartesian product, first axis slowest
+    matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+
+    @model_validator(mode="after")
+    def _one_link_form(self) -> Scenario:
+        if self.link is not None and (self.uplink is not None or self.downlink is not None):
+            raise ValueError("give either link (both directions) or uplink/downlink, not both")
+        if len(set(self.protocols)) != len(self.protocols):
+            raise ValueError("protocols must not repeat")
+        return self
+
+    @property
+    def link_spec(self) -> LinkSpec:
+        """The resolved link: `link` for both directions, or uplink/downlink (missing = none)."""
+        if self.link is not None:
+            return LinkSpec(uplink=self.link, downlink=self.link)
+        return LinkSpec(
+            uplink=self.uplink or DirectionSpec(), downlink=self.downlink or DirectionSpec()
+        )
+
+
+class Cell(BaseModel):
+    """One point of the matrix: its axis values and the scenario they resolve to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str  # "c000", "c001", … in expansion order; stable for a given scenario file
+    index: int
+    axes: dict[str, Any]  # axis → value, e.g. {"link.loss.rate": 0.01}
+    scenario: Scenario  # the scenario with this cell's values applied (and no matrix)
+
+    @property
+    def link(self) -> LinkSpec:
+        """The cell's resolved link, both directions."""
+        return self.scenario.link_spec
+
+    @property
+    def workloads(self) -> list[Workload]:
+        """The cell's workloads with the axis values applied."""
+        return self.scenario.workloads
+
+    def seed(self, repetition: int) -> int:
+        """A 64-bit seed for this cell and repetition, derived from the scenario's seed."""
+        ss = np.random.SeedSequence([self.scenario.seed, self.index, repetition])
+        return int(ss.generate_state(1, np.uint64)[0])
