@@ -5,6 +5,11 @@ connects), TCP connected, TLS handshake done, request sent (after its last byte 
 kernel), first response-body byte and each DATA frame (stamped when the read that carried it
 returned), end. Resumption reuses an `ssl.SSLSession` from the TicketStore; Python's ssl has no
 TLS early data, so mode "zero_rtt" behaves as "resumed" and says so in `timings.note`.
+
+One writer task per connection owns the socket's send side: requests queue frames in h2's engine,
+wake it and wait until it has written them, so cancelling a request (which resets its stream with
+RST_STREAM CANCEL) never cancels a write that carries other streams' bytes or breaks TLS. The read
+loop never waits for the writer, so both peers uploading at once cannot deadlock.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import h2.settings
 import trio
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+
 from lab.http.h2_frames import BoundedH2Connection, GoAwayFilter
 from lab.http.tcp import congestion_of, set_tcp_options
 from lab.http.tls import client_ssl_context
@@ -90,7 +96,7 @@ class _Pending:
 
 
 class H2ClientConnection:
-    """An open HTTP/2 connection (implements lab.http.client.Connection)."""
+    """An open HTTP/2 connection (implements lab.http.types.Connection)."""
 
     protocol = "h2"
 
@@ -114,7 +120,11 @@ class H2ClientConnection:
         port = opts.port
         self._authority = opts.server_name if port == 443 else f"{opts.server_name}:{port}"
         self._streams: dict[int, _Pending] = {}
-        self._lock = trio.StrictFIFOLock()
+        self._out = bytearray()  # frames taken from the engine, not yet given to the socket
+        self._wake = trio.Event()  # set: the writer has something to send
+        self._flushed = trio.Event()  # set once the writer's next write is in the socket
+        self._sending: trio.Event | None = None  # set once the write in progress is done
+        self._lost: RequestFailed | None = None  # why the writer stopped
         self._slot = trio.Event()
         self._settings_seen = False
         self.closed = False
@@ -123,16 +133,43 @@ class H2ClientConnection:
         self.congestion: str | None = None
 
     # --- plumbing ------------------------------------------------------------------------
+    def _queue(self) -> None:
+        """Hand what the engine has queued to the writer; no wait."""
+        self._out += self.conn.data_to_send()
+        if self._out:
+            self._wake.set()
+
     async def _flush(self) -> None:
-        async with self._lock:
-            data = self.conn.data_to_send()
-            if not data:
-                return
+        """Queue, then wait until the writer has put it (and any write in progress) in the
+        socket; RequestFailed if the connection is lost. Cancelling the wait cancels no write."""
+        self._queue()
+        done = self._flushed if self._out else self._sending
+        if done is not None and self._lost is None:
+            await done.wait()
+        if self._lost is not None:
+            raise self._lost
+
+    async def _write_loop(self) -> None:
+        """The only sender on the socket; runs in the connection's nursery until it closes."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            self._out += self.conn.data_to_send()
+            if not self._out:
+                continue
+            data, self._out = self._out, bytearray()
+            done = self._sending = self._flushed
+            self._flushed = trio.Event()
             try:
                 await self.tls.send_all(data)
             except _GONE as e:
-                self._fail_all(RequestFailed(f"h2 connection lost: {e!r}"))
-                raise RequestFailed(f"h2 connection lost: {e!r}") from None
+                self._lost = RequestFailed(f"h2 connection lost: {e!r}")
+                self._fail_all(self._lost)
+                self._flushed.set()
+                return
+            finally:
+                self._sending = None
+                done.set()
 
     def _fail_all(self, error: Exception) -> None:
         self.closed = True
@@ -173,7 +210,7 @@ class H2ClientConnection:
                     self._dispatch(ev, now)
                 for g in goaways:
                     self._on_goaway(g.last_stream_id, g.error_code)
-                await self._flush()
+                self._queue()  # no wait: a server blocked writing to us must still be read
                 self._save_ticket()
                 if self.goaway_code not in (None, ErrorCodes.NO_ERROR):
                     error = RequestFailed(f"h2 GOAWAY from the server: {self.goaway_code!r}")
@@ -293,6 +330,16 @@ class H2ClientConnection:
                 return
             await self._flush()
 
+    def _abandon(self, st: _Pending) -> None:
+        """A request left before its stream ended (cancelled): reset it (CANCEL), free its slot."""
+        if self._streams.get(st.id) is not st:
+            return
+        del self._streams[st.id]
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.reset_stream(st.id, ErrorCodes.CANCEL)
+            self._queue()
+        self._slot.set()
+
     # --- API -----------------------------------------------------------------------------
     @property
     def goaway_received(self) -> bool:
@@ -334,12 +381,15 @@ class H2ClientConnection:
         head += [(n.lower().encode(), v.encode()) for n, v in headers or []]
         if body:
             head.append((b"content-length", str(len(body)).encode()))
-        self.conn.send_headers(sid, head, end_stream=not body)
-        await self._flush()
-        if body:
-            await self._send_body(st, body)
-        st.request_sent_ns = time.monotonic_ns()
-        await st.done.wait()
+        try:
+            self.conn.send_headers(sid, head, end_stream=not body)
+            await self._flush()
+            if body:
+                await self._send_body(st, body)
+            st.request_sent_ns = time.monotonic_ns()
+            await st.done.wait()
+        finally:
+            self._abandon(st)
         if st.error is not None:
             raise st.error
         return Response(
@@ -418,6 +468,7 @@ async def open_h2(opts: ConnectOptions) -> AsyncIterator[H2ClientConnection]:
     conn.congestion = congestion_of(sock)
     async with trio.open_nursery() as nursery:
         try:
+            nursery.start_soon(conn._write_loop)
             await conn._start()
             nursery.start_soon(conn._read_loop)
             yield conn

@@ -2,8 +2,11 @@
 
 One task reads the socket and feeds the engine; each request runs in its own task (in a
 per-connection nursery) with its own cancel scope, cancelled when the peer resets the stream.
-Writes from all tasks go through one FIFO lock, which flushes whatever the engine has queued.
-Flow control is honoured: a writer waits for WINDOW_UPDATE when the window is empty.
+One writer task per connection (in that nursery, outside every stream's scope) owns the socket's
+send side: other tasks queue frames in the engine, wake it and, for backpressure, wait until it has
+written them. A reset stream only cancels its own wait, never a write that carries other streams'
+bytes (which would drop them or break TLS mid-record). The read loop never waits for the writer.
+Flow control is honoured: a stream waits for WINDOW_UPDATE when its window is empty.
 
 Graceful shutdown: when `shutdown` is set, listeners close, every connection sends GOAWAY
 (NO_ERROR, last stream id = highest received), refuses newer streams, lets in-flight requests
@@ -45,7 +48,7 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 def send_batch_bytes(notsent_lowat: int | None, max_frame_bytes: int) -> int:
     """DATA bytes one writer queues per flush. Unbounded socket (None): SEND_BATCH_BYTES. With
     TCP_NOTSENT_LOWAT the socket holds little unsent data, so a flush blocks until its batch is
-    nearly sent; batches of max(lowat, one frame) let the FIFO write lock interleave streams."""
+    nearly sent; batches of max(lowat, one frame) let the writer interleave streams."""
     if notsent_lowat is None:
         return SEND_BATCH_BYTES
     return min(SEND_BATCH_BYTES, max(notsent_lowat, max_frame_bytes))
@@ -216,31 +219,60 @@ class H2ServerConnection:
         self.goaway_last_id: int | None = None  # set once we sent a graceful GOAWAY
         self.dead = False
         self._goaways = GoAwayFilter(server_side=True)
-        self._lock = trio.StrictFIFOLock()
+        self._out = bytearray()  # frames taken from the engine, not yet given to the socket
+        self._wake = trio.Event()  # set: the writer has something to send
+        self._flushed = trio.Event()  # set once the writer's next write is in the socket
+        self._sending: trio.Event | None = None  # set once the write in progress is done
         self._idle = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.requests = 0
         self.batch_bytes = send_batch_bytes(s.tcp_notsent_lowat_bytes, s.max_frame_size_bytes)
 
     # --- I/O -----------------------------------------------------------------------------
+    def _queue(self, extra: bytes = b"") -> None:
+        """Hand what the engine has queued (then `extra` raw frames) to the writer; no wait."""
+        self._out += self.conn.data_to_send()
+        self._out += extra
+        if self._out:
+            self._wake.set()
+
     async def flush(self, extra: bytes = b"") -> None:
-        """Write whatever the engine has queued (plus `extra` raw frames); PeerGone if dead."""
-        async with self._lock:
-            data = self.conn.data_to_send()
-            if extra:
-                data += extra
-            if not data:
-                return
-            if self.dead:
-                raise PeerGone("connection closed")
+        """Queue as `_queue` does, then wait until the writer has put it (and any write in
+        progress) in the socket; PeerGone if dead. Cancelling the wait never cancels a write."""
+        self._queue(extra)
+        done = self._flushed if self._out else self._sending
+        if done is None:
+            return
+        if self.dead:
+            raise PeerGone("connection closed")
+        await done.wait()
+        if self.dead:
+            raise PeerGone("connection lost")
+
+    async def _write_loop(self) -> None:
+        """The only sender on the socket; runs in the connection's nursery until it closes."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            self._out += self.conn.data_to_send()
+            if not self._out:
+                continue
+            data, self._out = self._out, bytearray()
+            done = self._sending = self._flushed
+            self._flushed = trio.Event()
             try:
                 await self.transport.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                log.debug("h2 peer %s: write failed: %r", self.peer, e)
                 self._die()
-                raise PeerGone(f"connection lost: {e}") from None
+                return
+            finally:
+                self._sending = None
+                done.set()
 
     def _die(self) -> None:
         self.dead = True
+        self._flushed.set()  # wake waiters: they see `dead`
         for st in self.streams.values():
             st.scope.cancel()
         if self._nursery is not None:
@@ -256,6 +288,7 @@ class H2ServerConnection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._write_loop)
                 await self.flush()
                 nursery.start_soon(self._drain_on_shutdown)
                 await self._read_loop()
@@ -297,7 +330,7 @@ class H2ServerConnection:
                     log.info("h2 peer %s sent GOAWAY %s", self.peer, g.error_code)
                     await self._flush_quietly()
                     return
-            await self.flush()
+            self._queue()  # no wait: a peer blocked writing to us must still be read
 
     async def _flush_quietly(self, extra: bytes = b"") -> None:
         try:
