@@ -18,7 +18,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from lab.net import nsenter
+from lab.link.netem import netem_probe
+from lab.net import nsenter, tun
 from lab.net.names import new_prefix
 from lab.net.runlock import RunLock
 
@@ -70,8 +71,6 @@ def _run(argv: list[str]) -> tuple[bool, str]:
 
 
 def _probe_tun(ns: str) -> tuple[bool, str]:
-    from lab.net import tun
-
     name = ns.replace("-doc", "-dt")
     try:
         with nsenter.enter(ns):
@@ -91,10 +90,6 @@ def _probe_qdisc(ns: str, kind: str, args: list[str]) -> tuple[bool, str]:
 
 
 def _netem_probe(ns: str) -> tuple[bool, str]:
-    try:  # prefer the netem backend's own probe when it exists
-        from lab.link.netem import netem_probe
-    except ImportError:
-        return _probe_qdisc(ns, "netem", ["delay", "1ms"])
     try:
         return netem_probe()
     except Exception as e:  # the probe itself failed: report, do not crash the doctor

@@ -16,7 +16,14 @@ import trio
 
 from lab.http.client import open_connection
 from lab.http.settings import QuicEngine, QuicSettings
-from lab.http.types import ConnectionTimings, ConnectOptions, HttpProtocol, Response, TicketStore
+from lab.http.types import (
+    Connection,
+    ConnectionTimings,
+    ConnectOptions,
+    HttpProtocol,
+    Response,
+    TicketStore,
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ async def fetch(
         async with open_connection(o) as conn:
             responses: list[Response] = []
 
-            async def one(conn=conn, responses=responses) -> None:
+            async def one(conn: Connection = conn, responses: list[Response] = responses) -> None:
                 responses.append(await conn.request("GET", path, keep_body=keep_body))
 
             async with trio.open_nursery() as nursery:

@@ -283,8 +283,8 @@ class H3Connection(QuicDriver):
 
 def _resolve(host: str, port: int) -> tuple[str, int]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    family, _type, _proto, _name, sockaddr = infos[0]
-    return (sockaddr[0], sockaddr[1]) if family == socket.AF_INET6 else sockaddr[:2]
+    sockaddr = infos[0][4]
+    return str(sockaddr[0]), int(sockaddr[1])
 
 
 @contextlib.asynccontextmanager

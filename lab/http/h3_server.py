@@ -140,7 +140,7 @@ class _ServerConnection(QuicDriver):
 
     def on_h3_event(self, event: Any, rx_ns: int) -> None:
         h3e = self.engine.h3_events
-        stream_id = getattr(event, "stream_id", None)
+        stream_id: int = getattr(event, "stream_id", -1)  # -1: not a stream event
         if isinstance(event, h3e.HeadersReceived):
             stream = self.streams.get(stream_id)
             if stream is not None:  # trailers: ignored, but they may end the request

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 BODY_SEED = b"lab /bytes v1"
 _KEY = hashlib.sha256(BODY_SEED).digest()[:16]
@@ -31,7 +31,7 @@ def _prefix() -> bytes:
     return _prefix_cache[0]
 
 
-def _keystream_at(offset: int):
+def _keystream_at(offset: int) -> CipherContext:
     """An encryptor positioned at `offset` (bytes) of the keystream, minus the sub-block skip."""
     counter = (offset // _BLOCK).to_bytes(16, "big")
     return Cipher(algorithms.AES(_KEY), modes.CTR(counter)).encryptor()

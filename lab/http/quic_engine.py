@@ -13,6 +13,7 @@ records the ids of the streams of which at least one STREAM frame arrived in a 0
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import ssl
 from dataclasses import dataclass
@@ -107,8 +108,6 @@ class QuicEngine:
 
     def without_early_data(self, ticket: Any) -> Any:
         """A copy of a session ticket that resumes the session but cannot send 0-RTT."""
-        import dataclasses
-
         return dataclasses.replace(ticket, max_early_data_size=None)
 
     def set_max_streams(self, quic: Any, max_streams: int) -> int:
@@ -125,7 +124,7 @@ class QuicEngine:
 
 
 def _aioquic_connection_class(base: type, epoch_zero_rtt: Any) -> type:
-    class EarlyDataQuicConnection(base):  # type: ignore[misc, valid-type]
+    class EarlyDataQuicConnection(base):
         """aioquic QuicConnection recording streams that carried 0-RTT STREAM frames."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -143,7 +142,7 @@ def _aioquic_connection_class(base: type, epoch_zero_rtt: Any) -> type:
 
 
 def _qh3_connection_class(base: type, pull_raw_header: Any, cid_length_of: Any) -> type:
-    class EarlyDataQuicConnection(base):  # type: ignore[misc, valid-type]
+    class EarlyDataQuicConnection(base):
         """qh3 QuicConnection recording streams that carried 0-RTT STREAM frames.
 
         qh3 hands the native core one packet at a time (`_call_core(core.receive_datagram,
@@ -255,7 +254,7 @@ def send_backlog(engine: QuicEngine, quic: Any, stream_id: int) -> int:
 def peer_stream_credit(quic: Any) -> int | None:
     """How many bidirectional streams the peer lets this endpoint open in total (MAX_STREAMS,
     cumulative), or None while the engine does not know yet (no handshake, no 0-RTT ticket)."""
-    core = getattr(quic, "_core", False)
-    if core is False:  # aioquic
-        return quic._remote_max_streams_bidi
-    return None if core is None else core.stream_limits[0]
+    if not hasattr(quic, "_core"):  # aioquic
+        return int(quic._remote_max_streams_bidi)
+    core = quic._core
+    return None if core is None else int(core.stream_limits[0])

@@ -21,19 +21,12 @@ import trio
 
 from lab.http.app import handle
 from lab.http.h2_server import serve_h2
+from lab.http.h3_server import serve_h3
 from lab.http.settings import ServerConfig
 from lab.http.tcp import bind_tcp
 from lab.http.tls import ensure_certs, server_ssl_context
 
 log = logging.getLogger(__name__)
-
-try:  # the QUIC half lives in its own module; h2 keeps working without it
-    from lab.http.h3_server import serve_h3
-except ImportError as _e:  # pragma: no cover - only while the h3 side is missing
-    serve_h3 = None
-    _H3_IMPORT_ERROR: str | None = repr(_e)
-else:
-    _H3_IMPORT_ERROR = None
 
 
 @dataclass(frozen=True)
@@ -79,16 +72,13 @@ async def serve(
     ssl_context = server_ssl_context(config.cert_file, config.key_file)
     handler = functools.partial(handle, config=config)
     notes: list[str] = []
-    run_h3 = h3 and serve_h3 is not None
-    if h3 and serve_h3 is None:
-        notes.append(f"HTTP/3 unavailable: {_H3_IMPORT_ERROR}")
+    run_h3 = h3
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(
                 functools.partial(serve_h2, config, handler, ssl_context, socks, shutdown=shutdown)
             )
             if run_h3:
-                assert serve_h3 is not None
                 await nursery.start(functools.partial(serve_h3, config, handler, shutdown=shutdown))
             task_status.started(ServerInfo(config, addresses, run_h3, ca_file, notes))
     finally:
@@ -156,7 +146,9 @@ async def _serve_then_cancel(
         nursery.cancel_scope.cancel()  # stops the signal watcher once the server has drained
 
 
-async def _watch_signals(signals, shutdown: trio.Event, scope: trio.CancelScope) -> None:
+async def _watch_signals(
+    signals: AsyncIterator[int], shutdown: trio.Event, scope: trio.CancelScope
+) -> None:
     async for signum in signals:
         if shutdown.is_set():
             log.warning("second signal: stopping now")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 
 import trio
 
@@ -63,16 +64,18 @@ def bind_tcp(host: str, port: int, backlog: int = 1024) -> list[socket.socket]:
     Port 0 picks a free port; every returned socket then shares the first one's port.
     """
     if host in ("", "::", "*"):
-        infos = [(socket.AF_INET6, ("::", port, 0, 0))]
+        infos: list[tuple[socket.AddressFamily, tuple[Any, ...]]] = [
+            (socket.AF_INET6, ("::", port, 0, 0))
+        ]
         dual = True
     else:
         dual = False
-        seen = []
-        for fam, _t, _p, _c, addr in socket.getaddrinfo(
+        seen: list[tuple[socket.AddressFamily, tuple[Any, ...]]] = []
+        for family, _t, _p, _c, sockaddr in socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         ):
-            if (fam, addr) not in seen:
-                seen.append((fam, addr))
+            if (family, sockaddr) not in seen:
+                seen.append((family, sockaddr))
         infos = seen
     socks: list[socket.socket] = []
     try:

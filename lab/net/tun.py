@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import time
 from pathlib import Path
 
 TUNSETIFF = 0x400454CA
@@ -73,8 +74,6 @@ def wait_operstate_up(names: list[str], timeout_s: float = 5.0) -> bool:
     """Wait until every device reports operstate "up". Attaching turns the carrier on, but the
     kernel activates the qdisc later (linkwatch, needs the RTNL lock); until then packets routed
     to the device are dropped. Returns False on timeout."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while True:
         if all(operstate(n) in ("up", None) for n in names):

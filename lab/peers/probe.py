@@ -55,8 +55,8 @@ def is_version_negotiation(datagram: bytes, dcid: bytes, scid: bytes) -> bool:
 
 def _client_initial(host: str, port: int) -> list[bytes]:
     """The datagrams of a real QUIC client Initial (aioquic, ALPN h3, no verification)."""
-    from aioquic.quic.configuration import QuicConfiguration
-    from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.configuration import QuicConfiguration  # deferred: aioquic loads slowly
+    from aioquic.quic.connection import QuicConnection  # deferred: aioquic loads slowly
 
     config = QuicConfiguration(is_client=True, alpn_protocols=["h3"], server_name="localhost")
     conn = QuicConnection(configuration=config)

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from lab.http.settings import H2Settings, QuicSettings, ServerConfig
+from lab.peers import registry
 from lab.run.plan import downlink_rate, effective_rate
 from lab.scenario.models import Cell, StackSpec
 from lab.scenario.workloads import Workload
@@ -128,8 +129,6 @@ def stacks_info(
         out["reference"] = _jsonable(reference_config(first).report())
         out["reference"]["tcp_segment_bytes"] = 1448
     else:
-        from lab.peers import registry
-
         out[server] = {
             "description": registry.get(server).description,
             "version": server_version,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,7 @@ import pandas as pd
 
 ArrayLike = npt.ArrayLike
 FloatOrArray = float | npt.NDArray[np.float64]
+Scalar = int | float  # one timestamp (ns), count or rate: the result is a float
 
 EXCESS_PERCENTILES: tuple[tuple[str, float], ...] = (
     ("excess_p50_ms", 50.0),
@@ -42,6 +44,15 @@ def _duration_ms(start_ns: ArrayLike, end_ns: ArrayLike, what: str) -> npt.NDArr
 
 
 # --- TTFB, goodput, utilisation, completion -----------------------------------------------
+# Scalars in give floats out, arrays give arrays (the overloads tell the type checker).
+@overload
+def ttfb(
+    connect_start_ns: Scalar, first_byte_ns: Scalar, base_rtt_ms: float
+) -> tuple[float, float]: ...
+@overload
+def ttfb(
+    connect_start_ns: ArrayLike, first_byte_ns: ArrayLike, base_rtt_ms: float
+) -> tuple[FloatOrArray, FloatOrArray]: ...
 def ttfb(
     connect_start_ns: ArrayLike, first_byte_ns: ArrayLike, base_rtt_ms: float
 ) -> tuple[FloatOrArray, FloatOrArray]:
@@ -58,6 +69,12 @@ def ttfb(
     return _out(ms), _out(rtt)
 
 
+@overload
+def goodput_mbit(body_bytes: Scalar, request_sent_ns: Scalar, last_byte_ns: Scalar) -> float: ...
+@overload
+def goodput_mbit(
+    body_bytes: ArrayLike, request_sent_ns: ArrayLike, last_byte_ns: ArrayLike
+) -> FloatOrArray: ...
 def goodput_mbit(
     body_bytes: ArrayLike, request_sent_ns: ArrayLike, last_byte_ns: ArrayLike
 ) -> FloatOrArray:
@@ -72,6 +89,10 @@ def goodput_mbit(
     return _out(bits / seconds / 1e6)
 
 
+@overload
+def utilisation(goodput_mbit: Scalar, rate_mbit: float | None) -> float: ...
+@overload
+def utilisation(goodput_mbit: ArrayLike, rate_mbit: float | None) -> FloatOrArray: ...
 def utilisation(goodput_mbit: ArrayLike, rate_mbit: float | None) -> FloatOrArray:
     """Goodput as a fraction of the link rate (Mbit/s ÷ Mbit/s); NaN when the link is unlimited
     (`rate_mbit` None)."""
@@ -83,6 +104,10 @@ def utilisation(goodput_mbit: ArrayLike, rate_mbit: float | None) -> FloatOrArra
     return _out(g / rate_mbit)
 
 
+@overload
+def completion_ms(start_ns: Scalar, done_ns: Scalar) -> float: ...
+@overload
+def completion_ms(start_ns: ArrayLike, done_ns: ArrayLike) -> FloatOrArray: ...
 def completion_ms(start_ns: ArrayLike, done_ns: ArrayLike) -> FloatOrArray:
     """Completion time(s) in ms: last byte of a stream's response − the stream's start
     (request sent, or a common start for all streams of a batch)."""
