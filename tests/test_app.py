@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -176,8 +179,23 @@ def test_pod_list_paging_covers_every_pod_exactly_once(limit):
     assert pages == -(-CFG.pod_count // limit)
 
 
-def test_pods_are_deterministic_and_continue_tokens_round_trip():
-    assert pods.pod_json("a", 3, 900) == pods.pod_json("a", 3, 900)
+def test_pods_are_deterministic_across_processes_and_continue_tokens_round_trip():
+    # Two interpreters with different hash seeds (set iteration, dict-of-set order) must
+    # serve byte-identical objects, or h2 and h3 cells would not compare like for like.
+    code = (
+        "import sys; from lab.http import pods; sys.stdout.buffer.write(pods.pod_json('a', 3, 900))"
+    )
+    outs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    ]
+    assert outs[0] == outs[1] == pods.pod_json("a", 3, 900)
+    assert len(outs[0]) == 900
     assert pods.pod_json("a", 3, 900) != pods.pod_json("a", 4, 900)
     assert pods.decode_continue(pods.encode_continue(41)) == 41
     with pytest.raises(pods.BadListRequest):
