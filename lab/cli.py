@@ -79,11 +79,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from lab.calibrate.calibrate import (
-        calibrate_cell,
-        result_table,
-        rich_progress,
-    )
+    from lab.calibrate.measure import calibrate_cell
+    from lab.calibrate.present import result_table, rich_progress
     from lab.scenario.load import load_scenario
     from lab.scenario.matrix import expand_cells
 
@@ -246,12 +243,57 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grace", type=float, default=10.0, help="graceful-shutdown grace (s)")
     p.add_argument("--pod-size", type=int, default=2048, help="bytes per synthetic pod")
     p.add_argument("--pod-count", type=int, default=500, help="pods per namespace")
+    _add_h2_limit_flags(p)
     p.set_defaults(handler=_cmd_serve)
+
+
+# (flag, H2ServerLimits field, type, metavar, help with the default); each must be > 0
+_H2_LIMIT_FLAGS: tuple[tuple[str, str, type, str, str], ...] = (
+    ("--h2-idle-timeout", "idle_timeout_s", float, "S", "no open stream this long: close (90)"),
+    ("--h2-stall-timeout", "stream_stall_timeout_s", float, "S", "blocked on window: reset (30)"),
+    (
+        "--h2-max-buffered-per-conn",
+        "max_buffered_request_bytes_per_connection",
+        int,
+        "BYTES",
+        "request bodies held per connection (64 MiB)",
+    ),
+    (
+        "--h2-max-buffered-total",
+        "max_buffered_request_bytes_total",
+        int,
+        "BYTES",
+        "request bodies held, all h2 connections (256 MiB)",
+    ),
+    ("--h2-rapid-reset-limit", "rapid_reset_limit", int, "N", "peer resets per second (200)"),
+    (
+        "--h2-max-queued-control",
+        "max_queued_control_frames",
+        int,
+        "N",
+        "replies queued for a peer that does not read (10000)",
+    ),
+)
+
+
+def _add_h2_limit_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("HTTP/2 bounds (docs/http.md, Bounds)")
+    for flag, dest, kind, metavar, text in _H2_LIMIT_FLAGS:
+        g.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text)
+
+
+def _h2_limit_values(args: argparse.Namespace) -> dict[str, float]:
+    """The H2ServerLimits fields given on the command line; BadInput unless each is > 0."""
+    given = {dest: getattr(args, dest) for _, dest, *_ in _H2_LIMIT_FLAGS}
+    for flag, dest, *_ in _H2_LIMIT_FLAGS:
+        if given[dest] is not None and not given[dest] > 0:
+            raise BadInput(f"{flag} must be > 0")
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from lab.http.server import describe, run_server
-    from lab.http.settings import H2Settings, QuicSettings, ServerConfig
+    from lab.http.settings import H2ServerLimits, H2Settings, QuicSettings, ServerConfig
 
     if args.notsent_lowat is not None and args.notsent_lowat < 0:
         raise BadInput("--notsent-lowat must be ≥ 0")
@@ -264,6 +306,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             tcp_congestion=args.h2_cc or args.cc,
             tcp_notsent_lowat_bytes=args.notsent_lowat,
         ),
+        h2_limits=H2ServerLimits(**_h2_limit_values(args)),
         quic=QuicSettings(
             engine=args.quic_engine,
             congestion_control=args.cc,

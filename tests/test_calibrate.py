@@ -6,27 +6,29 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from lab.calibrate import calibrate as cal
-from lab.calibrate.calibrate import (
-    Check,
-    FlowSummary,
-    Measurement,
-    analyse_probes,
+from lab.calibrate.evaluate import Check, evaluate, passed
+from lab.calibrate.flows import run_sender_receiver
+from lab.calibrate.measure import measure
+from lab.calibrate.measurement import FlowSummary, Measurement, analyse_probes
+from lab.calibrate.simulate import loss_interval, monte_carlo
+from lab.calibrate.stats import (
     binomial_interval,
     clopper_pearson,
     count_reordered,
     counter_rate_mbit,
-    evaluate,
-    loss_interval,
-    passed,
     receiver_rate_mbit,
 )
+from lab.link.mathis import mathis_mbit
 from lab.link.spec import (
     BernoulliLoss,
     DirectionSpec,
@@ -110,7 +112,7 @@ def test_loss_interval_per_model() -> None:
     link = LinkSpec(uplink=ge_spec)
     with pytest.raises(ValueError):
         loss_interval(ge_spec, 2000)
-    sims = cal.monte_carlo(link, "uplink", [i * 2 * MS for i in range(2000)], 92, seed=3, runs=100)
+    sims = monte_carlo(link, "uplink", [i * 2 * MS for i in range(2000)], 92, seed=3, runs=100)
     lo, hi, method = loss_interval(ge_spec, 2000, sims)
     mean = 2000 * ge_spec.loss.mean_loss  # type: ignore[union-attr]
     assert method == "model Monte Carlo"
@@ -118,6 +120,25 @@ def test_loss_interval_per_model() -> None:
     # bursts make the interval wider than a binomial one with the same mean
     blo, bhi = binomial_interval(2000, ge_spec.loss.mean_loss)  # type: ignore[union-attr]
     assert hi - lo > bhi - blo
+
+
+def test_mean_loss_per_loss_model() -> None:
+    assert DirectionSpec().mean_loss == 0.0
+    assert DirectionSpec(loss=BernoulliLoss(model="bernoulli", rate=0.02)).mean_loss == 0.02
+    assert DirectionSpec(loss=DropListLoss(model="drop_list", packets=[1, 2])).mean_loss == 0.0
+    ge = GilbertElliottLoss(model="gilbert_elliott", p=0.01, r=0.2, h=0.1, k=0.99)
+    bad = 0.01 / 0.21  # stationary share of the bad state
+    expected = 0.01 * (1 - bad) + 0.9 * bad
+    assert DirectionSpec(loss=ge).mean_loss == pytest.approx(expected, rel=1e-12)
+
+
+def test_mathis_bound() -> None:
+    # √1.5 · 1448 B / (20 ms · √0.01) = 7.094 Mbit/s
+    assert mathis_mbit(1448, 20.0, 0.01) == pytest.approx(7.0937, rel=1e-4)
+    assert mathis_mbit(1448, 20.0, 0.04) == pytest.approx(7.0937 / 2, rel=1e-4)  # ∝ 1/√p
+    assert mathis_mbit(1448, 20.0, 0.01, c=1.83) == pytest.approx(10.599, rel=1e-4)
+    assert mathis_mbit(1448, 20.0, 0.0) is None
+    assert mathis_mbit(1448, 0.0, 0.01) is None
 
 
 # --- probe analysis ------------------------------------------------------------------------
@@ -145,6 +166,51 @@ def test_analyse_probes_splits_loss_by_direction() -> None:
     assert down.schedule_ns == echo_tx
     # RTT per answered probe (first reply): 0, 2, 4
     assert p.rtt_ns == [20 * MS + 20_000] * 3
+
+
+# --- the flows' two-thread harness and the probes' start-up ---------------------------------
+def test_harness_waits_for_the_sender_then_the_receiver_and_hands_back_errors() -> None:
+    events: list[str] = []
+
+    def send(stop: threading.Event) -> None:
+        time.sleep(0.05)
+        events.append("sent")
+        raise ConnectionResetError("peer went away")
+
+    def receive(stop: threading.Event) -> None:
+        stop.wait(5.0)  # runs until the harness stops it
+        events.append("receiver stopped")
+        raise OSError("closed")
+
+    started = time.monotonic()
+    errors = run_sender_receiver(
+        "t",
+        send,
+        receive,
+        send_timeout_s=5.0,
+        receive_timeout_s=0.1,
+        after_send=lambda: events.append("after send"),
+    )
+    assert time.monotonic() - started < 2.0  # the receiver was stopped, not waited for 5 s
+    assert events == ["sent", "after send", "receiver stopped"]
+    assert [type(e) for e in errors] == [ConnectionResetError, OSError]
+    assert not [t for t in threading.enumerate() if t.name in ("t-rx", "t-tx")]
+
+
+def test_probe_modules_import_no_third_party_package() -> None:
+    """The echo subprocess starts fast: probes, flows and what they import are stdlib only."""
+    code = (
+        "import json, sys; before = set(sys.modules); "
+        "import lab.calibrate.probes, lab.calibrate.flows; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    loaded = set(json.loads(out.stdout))
+    assert "lab" in loaded
+    third_party = loaded - set(sys.stdlib_module_names) - {"lab"}
+    assert not third_party, third_party
 
 
 # --- evaluation with hand-built measurements -------------------------------------------------
@@ -268,7 +334,7 @@ def smoke_calibration() -> tuple[LinkSpec, Measurement, int]:
 
     (cell,) = expand_cells(load_scenario(ROOT / "scenarios" / "calibrate-smoke.yaml"))
     seed = cell.seed(0)
-    m = cal.measure(cell.link, seed, backend="emulator", probes=2000)
+    m = measure(cell.link, seed, backend="emulator", probes=2000)
     assert m.topology_prefix
     left = [ns for ns in nsenter.list_namespaces() if ns.startswith(m.topology_prefix)]
     assert not left, f"calibrate left {left}"

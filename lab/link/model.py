@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 
 from lab.link.spec import (
+    DIRECTIONS,
     BernoulliLoss,
     DirectionSpec,
     DropListLoss,
@@ -38,8 +39,6 @@ from lab.link.spec import (
 DropReason = Literal["random", "burst", "queue", "drop_list"]
 """Why a packet was dropped: "burst" = lost in the Gilbert-Elliott bad state; "random" = Bernoulli
 or Gilbert-Elliott good-state loss; "queue" = drop-tail overflow; "drop_list" = listed index."""
-
-DIRECTIONS: tuple[str, str] = ("uplink", "downlink")
 
 _BLOCK = 4096  # random draws fetched from numpy at a time
 _PARETO_ALPHA = 3.0  # shape of netem's pareto table
@@ -264,7 +263,7 @@ def build_models(link: LinkSpec, seed: int) -> dict[str, DirectionModel]:
     seeds = direction_seeds(seed)
     models: dict[str, DirectionModel] = {}
     for d in DIRECTIONS:
-        qp, qb = link.queue_limit(d)  # type: ignore[arg-type]
+        qp, qb = link.queue_limit(d)
         models[d] = DirectionModel(
             getattr(link, d), queue_packets=qp, queue_bytes=qb, seed=seeds[d]
         )

@@ -37,8 +37,8 @@ from lab.link.spec import (
     LinkSpec,
     ReorderSpec,
 )
+from lab.net.mtu import MTU_BYTES  # bytes per packet when converting byte limits to packets
 
-MTU_BYTES = 1500  # bytes per packet when converting byte limits to netem's packet limit
 ORDER_KEEPER_BIT = 10_000_000_000  # netem `rate` used only to keep jitter from reordering
 UNLIMITED_PACKETS = 100_000  # netem limit when the model has no queue limit (no rate_mbit)
 TBF_BURST_S = 0.001  # tbf bucket: 1 ms of traffic at the rate (at least 2 MTU)

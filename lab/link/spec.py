@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
+Direction = Literal["uplink", "downlink"]
+"""uplink = client → server, downlink = server → client."""
+DIRECTIONS: tuple[Direction, Direction] = ("uplink", "downlink")
+
 
 class StrictModel(BaseModel):
     """Unknown fields are errors; instances are immutable."""
@@ -125,6 +129,17 @@ class DirectionSpec(StrictModel):
         """True when packets may leave in a different order than they arrived."""
         return self.reorder != "preserve"
 
+    @property
+    def mean_loss(self) -> float:
+        """Long-run probability that the loss model drops a packet (a drop list counts as 0:
+        it is not random)."""
+        loss = self.loss
+        if isinstance(loss, BernoulliLoss):
+            return loss.rate
+        if isinstance(loss, GilbertElliottLoss):
+            return loss.mean_loss
+        return 0.0
+
 
 DEFAULT_QUEUE_PACKETS = 1000
 
@@ -140,9 +155,7 @@ class LinkSpec(StrictModel):
         """Configured two-way propagation delay: uplink delay + downlink delay."""
         return self.uplink.delay_ms + self.downlink.delay_ms
 
-    def queue_limit(
-        self, direction: Literal["uplink", "downlink"]
-    ) -> tuple[int | None, int | None]:
+    def queue_limit(self, direction: Direction) -> tuple[int | None, int | None]:
         """(packet limit, byte limit) of that direction's queue; one of them is None."""
         spec: DirectionSpec = getattr(self, direction)
         q = spec.queue

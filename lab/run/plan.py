@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lab.link.mathis import mathis_mbit
+from lab.net.mtu import TCP_MSS_IPV4_BYTES
 from lab.scenario.models import Cell
 from lab.workloads import estimate_s
 
@@ -12,6 +14,9 @@ from lab.workloads import estimate_s
 # of one agent (process start, imports, connection set-up beyond the workload's own estimate).
 CELL_OVERHEAD_S = 2.5
 AGENT_OVERHEAD_S = 1.0
+# Mathis constant of the estimates: the paper's 1.22, × 1.5 since cubic recovers faster than the
+# Reno model (calibrated on lossy.yaml).
+ESTIMATE_MATHIS_C = 1.5 * 1.22
 
 
 def protocol_order(protocols: Sequence[str], repetition: int) -> list[str]:
@@ -39,23 +44,18 @@ def downlink_rate(cell: Cell) -> float | None:
 
 def mean_loss(cell: Cell) -> float:
     """The downlink's mean random loss probability (0 for drop lists and no loss)."""
-    loss = cell.link.downlink.loss
-    if loss.model == "bernoulli":
-        return float(loss.rate)
-    if loss.model == "gilbert_elliott":
-        return float(loss.mean_loss)
-    return 0.0
+    return cell.link.downlink.mean_loss
 
 
 def effective_rate(cell: Cell) -> float | None:
     """Expected bulk goodput (Mbit/s) for estimates: the link rate, capped by loss-limited
-    throughput (Mathis: 1.22 × MSS / (RTT × √p), × 1.5 since cubic recovers faster than the
-    Reno model — calibrated on lossy.yaml); None = unlimited."""
+    throughput (Mathis with ESTIMATE_MATHIS_C and the IPv4 MSS); None = unlimited."""
     rate = downlink_rate(cell)
-    p, rtt_s = mean_loss(cell), cell.link.base_rtt_ms / 1e3
-    if p > 0 and rtt_s > 0:
-        mathis = 1.5 * 1.22 * 1448 * 8 / (rtt_s * p**0.5) / 1e6
-        rate = mathis if rate is None else min(rate, mathis)
+    bound = mathis_mbit(
+        TCP_MSS_IPV4_BYTES, cell.link.base_rtt_ms, mean_loss(cell), c=ESTIMATE_MATHIS_C
+    )
+    if bound is not None:
+        rate = bound if rate is None else min(rate, bound)
     return rate
 
 

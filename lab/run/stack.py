@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from lab.http.settings import H2Settings, QuicSettings, ServerConfig
+from lab.net.mtu import TCP_MSS_IPV4_BYTES
 from lab.peers import registry
 from lab.run.plan import downlink_rate, effective_rate
 from lab.scenario.models import Cell, StackSpec
@@ -127,7 +128,7 @@ def stacks_info(
         out["per_cell"] = {cid: s.model_dump(mode="json") for cid, s in stacks.items()}
     if server == "reference":
         out["reference"] = _jsonable(reference_config(first).report())
-        out["reference"]["tcp_segment_bytes"] = 1448
+        out["reference"]["tcp_segment_bytes"] = TCP_MSS_IPV4_BYTES
     else:
         out[server] = {
             "description": registry.get(server).description,
