@@ -6,11 +6,22 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fixtures.make_run import make_fixture_run
+from pydantic import ValidationError
 
 from lab.cli import main
-from lab.evidence.check import check_run, load_thresholds
+from lab.evidence.check import (
+    POOLED,
+    LoadedThreshold,
+    Threshold,
+    check_run,
+    evaluate,
+    load_thresholds,
+    with_scenario_fields,
+)
+from lab.scenario.workloads import WORKLOAD_KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "scenarios" / "thresholds.yaml"
@@ -145,10 +156,6 @@ def test_not_a_run_is_exit_2(tmp_path: Path) -> None:
 
 
 def test_where_on_a_fixed_workload_field_uses_the_scenario() -> None:
-    import pandas as pd
-
-    from lab.evidence.check import with_scenario_fields
-
     meta = {"scenario": {"workloads": [{"kind": "watch", "streams": 16}, {"kind": "bulk"}]}}
     df = pd.DataFrame({"cell": ["c0", "c0"], "value": [1.0, 2.0]})
     out = with_scenario_fields(df, meta, {"watch.streams", "bulk.bytes", "loss_rate"})
@@ -160,10 +167,6 @@ def test_pool_cells_judges_all_cells_repetitions_together() -> None:
     """Two cells of 3 repetitions: per cell, one breaks min 0.7; pooled, the six per-repetition
     values of each protocol give one median ratio (and repetitions of different cells are not
     merged into one)."""
-    import pandas as pd
-
-    from lab.evidence.check import POOLED, LoadedThreshold, Threshold, evaluate
-
     h2 = {"c000": [4.0, 4.0, 4.0], "c001": [4.0, 4.0, 4.0]}
     h3 = {"c000": [4.0, 4.0, 4.0], "c001": [2.0, 2.0, 2.0]}
     rows = [
@@ -185,3 +188,41 @@ def test_pool_cells_judges_all_cells_repetitions_together() -> None:
     assert status == "fail" and cells == [("c000", 1.0), ("c001", 0.5)]
     status, cells = judge(True)  # medians of (4,4,4,2,2,2)/(4,…): 3/4
     assert status == "pass" and cells == [(POOLED, 0.75)]
+
+
+def test_every_scenario_workload_kind_is_a_threshold_workload() -> None:
+    for kind in WORKLOAD_KINDS:
+        t = Threshold(name="t", workload=kind, metric="ttfb_ms", protocol="h3", max=1)
+        assert t.workload == kind
+    with pytest.raises(ValidationError, match="unknown workload 'wach'; known: watch, handshake"):
+        Threshold(name="t", workload="wach", metric="ttfb_ms", protocol="h3", max=1)
+
+
+def test_ratio_cells_without_both_protocols_or_with_0_over_0_are_left_out() -> None:
+    """c000: h3/h2 = 0.5; c001: h2 only (skipped); c002: both 0 (undefined, not a pass)."""
+    values = {("c000", "h2"): 4.0, ("c000", "h3"): 2.0, ("c001", "h2"): 4.0,
+              ("c002", "h2"): 0.0, ("c002", "h3"): 0.0}  # fmt: skip
+    samples = pd.DataFrame(
+        [
+            {"cell": cell, "repetition": rep, "protocol": proto, "workload": "watch",
+             "stream": pd.NA, "metric": "stalled_fraction", "value": v, "unit": "fraction"}
+            for (cell, proto), v in values.items()
+            for rep in range(3)
+        ]
+    )  # fmt: skip
+
+    def judge(**bound: float):
+        t = Threshold(name="s", workload="watch", metric="stalled_fraction", ratio="h3/h2", **bound)
+        return evaluate(samples, LoadedThreshold(t, "t.yaml", 1))
+
+    ok = judge(max=0.6)
+    assert ok.status == "pass" and [(c.cell, c.value, c.n) for c in ok.cells] == [("c000", 0.5, 3)]
+    assert "without both protocols skipped: c001" in ok.message
+    assert "h3 and h2 are both 0 skipped: c002" in ok.message
+    bad = judge(max=0.4)
+    assert bad.status == "fail" and bad.message.startswith("1 of 1 cells break ≤ 0.4: c000=0.5")
+    assert bad.observed_text() == "0.5 (c000)"
+    only_zero = samples[samples["cell"] == "c002"]
+    t = Threshold(name="z", workload="watch", metric="stalled_fraction", ratio="h3/h2", max=1)
+    none = evaluate(only_zero, LoadedThreshold(t, "t.yaml", 1))
+    assert none.status == "error" and "both 0 in every matching cell (c002)" in none.message

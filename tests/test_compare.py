@@ -9,7 +9,7 @@ from fixtures.make_run import make_fixture_run
 
 from lab.cli import main
 from lab.evidence.compare import compare, compare_runs, difference_frame, match_cells
-from lab.results.store import load
+from lab.results.reader import load
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 
 from lab.evidence import plots
 from lab.evidence.significance import with_link_columns
-from lab.results.store import load, samples_frame
+from lab.results.reader import load
+from lab.results.schema import samples_frame
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,11 @@ def test_ttfb_has_reference_lines_and_a_line_per_protocol_and_mode(run_df: pd.Da
     assert {"h2 cold", "h2 resumed", "h3 cold", "h3 resumed", "h3 zero_rtt"} <= set(labels)
     assert "loss 0%" in ax.get_title()  # other axes fixed at their lowest value
     series = _series(ax)
-    x, y = series["2 RTT"]
-    assert np.allclose(y, 2 * x)
+    # each handshake lies nearest to its textbook reference line at the cell's RTT
+    at_rtt = {k: np.interp(BASE_RTT_MS, *series[f"{k} RTT"]) for k in (1, 2, 3)}
+    for label, k in (("h3 zero_rtt", 1), ("h3 cold", 2), ("h2 cold", 3), ("h2 resumed", 3)):
+        y = series[label][1][0]
+        assert min(at_rtt, key=lambda j: abs(at_rtt[j] - y)) == k, label
     # the h3 0-RTT point sits near 1 RTT, h2 cold near 3 RTT (fixture: +0.02…0.15 RTT)
     assert series["h3 zero_rtt"][0][0] == pytest.approx(BASE_RTT_MS)
     assert series["h3 zero_rtt"][1][0] == pytest.approx(1.1 * BASE_RTT_MS, rel=0.08)
@@ -98,8 +102,13 @@ def test_goodput_against_loss_with_intervals(run_df: pd.DataFrame) -> None:
     assert list(x) == pytest.approx([0.0, 1.0, 2.0])  # percent
     assert all(np.diff(y) < 0)  # goodput falls with loss in the fixture
     assert ax.get_xlabel() == "packet loss (%)"
-    # error bars exist (a LineCollection per series)
-    assert len(ax.collections) >= 2
+    # one error bar per point, each from its interval's low to high around the median
+    h2 = next(c for c in ax.containers if c.get_label() == "h2")
+    bars = h2.lines[2][0].get_segments()
+    assert len(bars) == 3
+    for segment, xi, yi in zip(bars, x, y, strict=True):
+        (x0, low), (x1, high) = segment
+        assert x0 == x1 == xi and low <= yi <= high and low < high
 
 
 def test_hol_spread_against_streams(run_df: pd.DataFrame) -> None:
@@ -115,15 +124,37 @@ def test_hol_spread_against_streams(run_df: pd.DataFrame) -> None:
     assert series["h2, loss 1%"][1][-1] > 0.8
 
 
-def test_excess_cdf_per_protocol_ends_at_one(run_df: pd.DataFrame) -> None:
+def test_excess_cdf_known_answer() -> None:
+    rows = [
+        dict(cell="c0", repetition=rep, protocol=proto, workload="watch", stream=i,
+             metric="event_excess_ms", value=v, unit="ms")
+        for proto, per_rep in (("h2", [[30.0, 0.0], [10.0, 20.0]]), ("h3", [[5.0, 0.0]]))
+        for rep, values in enumerate(per_rep)
+        for i, v in enumerate(values)
+    ]  # fmt: skip
+    series = _series(plots.plot_excess_cdf(samples_frame(rows), _ax()))
+    x, y = series["h2"]  # repetitions pooled, sorted, a step of 1/n per event
+    assert list(x) == [0.0, 10.0, 20.0, 30.0] and list(y) == [0.25, 0.5, 0.75, 1.0]
+    x, y = series["h3"]
+    assert list(x) == [0.0, 5.0] and list(y) == [0.5, 1.0]
+
+
+def test_excess_cdf_per_protocol_and_loss(run_df: pd.DataFrame) -> None:
     ax = plots.plot_excess_cdf(run_df, _ax())
-    lines = ax.get_lines()
-    assert {ln.get_label().split(",")[0] for ln in lines} == {"h2", "h3"}
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert {lab.split(",")[0] for lab in lines} == {"h2", "h3"}
     assert "16 streams" in ax.get_title()
-    for ln in lines:
-        y = np.asarray(ln.get_ydata())
-        assert y[-1] == pytest.approx(1.0)
-        assert np.all(np.diff(y) >= 0)
+    style = {label: ln.get_linestyle() for label, ln in lines.items()}
+    for loss in ("0%", "1%", "2%"):  # one line style per condition, the same for both protocols
+        assert style[f"h2, loss {loss}"] == style[f"h3, loss {loss}"]
+    assert len(set(style.values())) == 3
+
+    def median_excess(label: str) -> float:
+        return float(np.median(lines[label].get_xdata()))
+
+    # at 2% loss h2 streams wait on each other's losses, h3 streams do not
+    assert median_excess("h3, loss 2%") < median_excess("h2, loss 2%") / 10
+    assert median_excess("h2, loss 0%") < median_excess("h2, loss 2%")
 
 
 def test_rpc_delay_boxes_per_protocol_and_condition(run_df: pd.DataFrame) -> None:
@@ -163,6 +194,10 @@ def test_plot_without_its_data_says_so(draw) -> None:
 def test_figure_renders_png(run_df: pd.DataFrame, tmp_path: Path) -> None:
     specs = plots.plots_for(run_df, "watch")
     assert [s.name for s in specs] == ["hol_spread", "excess_cdf"]
+    fig = plots.figure(specs[0], run_df)
+    (ax,) = fig.axes
+    assert ax.get_title().startswith("Head-of-line blocking spread")  # the spec's plot, drawn
+    assert ax.containers  # with its data, not "no data"
     out = tmp_path / "w.png"
-    plots.figure(specs[0], run_df).savefig(out)
+    fig.savefig(out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

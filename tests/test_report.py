@@ -7,11 +7,19 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fixtures.make_run import make_fixture_run
 
 from lab.cli import main
-from lab.evidence.report import ReportFiles, write_report
+from lab.evidence.report import (
+    WORKLOAD_TITLES,
+    ReportFiles,
+    _group_identical,
+    workloads_in,
+    write_report,
+)
+from lab.scenario.workloads import WORKLOAD_KINDS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -93,10 +101,14 @@ def test_cli_writes_into_the_run_and_rejects_a_non_run(
 
 
 def test_identical_cell_settings_are_shown_once() -> None:
-    from lab.evidence.report import _group_identical
-
     link = {"delay_ms": 25.0, "loss": {"rate": 0.01}}
     assert _group_identical({"c000": link, "c001": dict(link)}) == {"all cells": link}
     other = {"delay_ms": 50.0, "loss": {"rate": 0.01}}
     grouped = _group_identical({"c000": link, "c001": other, "c002": dict(link)})
     assert grouped == {"c000, c002": link, "c001": other}
+
+
+def test_every_workload_kind_has_a_section_title_in_reading_order() -> None:
+    assert set(WORKLOAD_TITLES) == set(WORKLOAD_KINDS)
+    samples = pd.DataFrame({"workload": ["watch", "zeta", "bulk", "handshake", None, "alpha"]})
+    assert workloads_in(samples) == ["handshake", "bulk", "watch", "alpha", "zeta"]

@@ -1,16 +1,31 @@
-"""lab.results: the on-disk format, round trips, interruption and resume, summary rules."""
+"""lab.results: the on-disk format, round trips, interruption and resume, summary rules,
+checksums, atomic writes, and damaged run directories (one error line, never a traceback)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+from fixtures.make_run import make_fixture_run
 
 from lab.errors import ResultsError
-from lab.results import store as results
-from lab.results.store import RunWriter, load, open_for_resume, samples_frame, summarise
+from lab.results import atomic, schema
+from lab.results.provenance import environment_info
+from lab.results.reader import load
+from lab.results.schema import samples_frame
+from lab.results.summary import summarise
+from lab.results.writer import RunWriter, open_for_resume
 
 CELLS = [
     {"cell": "c000", "axes": {"link.loss.rate": 0.0}, "link": {}},
@@ -63,7 +78,7 @@ def test_round_trip(tmp_path: Path) -> None:
     w.finish()
 
     r = load(tmp_path / "run1")
-    assert r.meta["schema_version"] == results.SCHEMA_VERSION == 1
+    assert r.meta["schema_version"] == schema.SCHEMA_VERSION == 1
     assert r.meta["status"] == "complete"
     assert r.meta["run_id"] == "run1"
     assert r.meta["environment"] == ENV
@@ -74,7 +89,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert r.errors.to_dict("records") == [
         {"cell": "c001", "repetition": 1, "protocol": "h3", "workload": "bulk", "error": "Timeout"}
     ]
-    assert list(r.samples.columns[:6]) == list(results.SAMPLE_KEYS)
+    assert list(r.samples.columns[:6]) == list(schema.SAMPLE_KEYS)
     assert r.samples["link.loss.rate"].tolist().count(0.01) == 16
     row = r.summary.query("cell == 'c001' and protocol == 'h2'").iloc[0]
     assert row["hol_spread"] == pytest.approx(1.0)
@@ -171,7 +186,7 @@ def test_samples_frame_enforces_dtypes() -> None:
     assert df["mode"].isna().tolist() == [False, True]
     assert df["early_data"].isna().tolist() == [False, True]
     assert df["implementation"].tolist() == ["reference", "reference"]
-    assert "watch.streams" in results.axis_columns(df)
+    assert "watch.streams" in schema.axis_columns(df)
     with pytest.raises(ResultsError, match="unit"):
         samples_frame([{**df.iloc[0].to_dict(), "unit": "furlongs"}])
     with pytest.raises(ResultsError, match="mode"):
@@ -243,22 +258,20 @@ def test_summary_one_row_per_cell_protocol_workload(tmp_path: Path) -> None:
 
 
 def test_environment_info_has_versions() -> None:
-    env = results.environment_info()
+    env = environment_info()
     assert env["python"].count(".") == 2
     assert env["libraries"]["numpy"] is not None
     assert env["libraries"]["pandas"] == pd.__version__
     assert env["kernel"].startswith("Linux")
     assert env["host_cpus"] >= 1
-    assert set(results.environment_info()) >= {"kernel", "iproute2", "python", "libraries"}
+    assert set(environment_info()) >= {"kernel", "iproute2", "python", "libraries"}
 
 
 def test_fixture_run_is_loadable_and_shift_moves_h3(tmp_path: Path) -> None:
-    from fixtures.make_run import make_fixture_run
-
     base = load(make_fixture_run(tmp_path, repetitions=2))
     shifted = load(make_fixture_run(tmp_path, shift=2.0, repetitions=2))
     assert base.meta["status"] == "complete"
-    assert set(base.samples["metric"]) == results.SAMPLE_METRICS | results.AGGREGATE_METRICS
+    assert set(base.samples["metric"]) == schema.SAMPLE_METRICS | schema.AGGREGATE_METRICS
     assert len(base.summary) == 9 * 2 * 5  # cells × protocols × workloads
     key = ["cell", "protocol", "workload"]
     a = base.summary.set_index(key)
@@ -272,3 +285,325 @@ def test_fixture_run_is_loadable_and_shift_moves_h3(tmp_path: Path) -> None:
     assert (hs["early_data_fraction_zero_rtt"] == 1.0).all()
     with pytest.raises(ResultsError):
         make_fixture_run(tmp_path, repetitions=2)
+
+
+# --- checksums ------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _meta(run: Path) -> dict:
+    return json.loads((run / "run.json").read_text())
+
+
+def _edit_meta(run: Path, edit: Callable[[dict], object]) -> None:
+    meta = _meta(run)
+    edit(meta)
+    (run / "run.json").write_text(json.dumps(meta))
+
+
+def test_run_json_records_the_sha256_of_every_data_file(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "run")
+    _complete(w, "c000", 0, 0.0)
+    running = _meta(tmp_path / "run")["sha256"]
+    (part,) = (tmp_path / "run" / "parts").iterdir()
+    assert running == {f"parts/{part.name}": _sha256(part)}  # final files: not while running
+    w.record_error("c000", 0, "h3", "watch", "boom")  # rewrites errors.json mid-run
+    assert load(tmp_path / "run").errors["error"].tolist() == ["boom"]  # still verifies
+
+    w.finish("interrupted")
+    sums = _meta(tmp_path / "run")["sha256"]
+    files = ["samples.parquet", "summary.csv", "errors.json", f"parts/{part.name}"]
+    assert sums == {name: _sha256(tmp_path / "run" / name) for name in files}
+
+    w2 = open_for_resume(tmp_path / "run")
+    assert set(_meta(tmp_path / "run")["sha256"]) == {f"parts/{part.name}"}
+    w2.finish()
+    sums = _meta(tmp_path / "run")["sha256"]
+    assert set(sums) == {"samples.parquet", "summary.csv", "errors.json"}  # parts are gone
+    assert all(sums[name] == _sha256(tmp_path / "run" / name) for name in sums)
+
+
+def test_part_written_after_the_last_run_json_update_is_skipped_then_deleted(
+    tmp_path: Path,
+) -> None:
+    w = _writer(tmp_path / "run")
+    _complete(w, "c000", 0, 0.0)
+    (late,) = w.append_samples(samples_frame(_rows("c001", 0, 0.01)))  # killed before run.json
+    del w
+    assert f"parts/{late.name}" not in _meta(tmp_path / "run")["sha256"]
+    assert set(load(tmp_path / "run").samples["cell"]) == {"c000"}
+    open_for_resume(tmp_path / "run")
+    assert not late.exists()
+
+
+def test_a_recorded_part_that_is_missing_is_refused(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "run")
+    _complete(w, "c000", 0, 0.0)
+    (part,) = (tmp_path / "run" / "parts").iterdir()
+    part.unlink()
+    with pytest.raises(ResultsError, match=rf"{part.name}: missing"):
+        load(tmp_path / "run")
+
+
+def test_run_without_checksums_still_loads_and_gets_them_when_resumed(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "run")
+    _complete(w, "c000", 0, 0.0)
+    w.finish("interrupted")
+    _edit_meta(tmp_path / "run", lambda m: m.pop("sha256"))  # as written before checksums
+    assert len(load(tmp_path / "run").samples) == 8
+
+    w2 = open_for_resume(tmp_path / "run")
+    (part,) = (tmp_path / "run" / "parts").iterdir()
+    assert _meta(tmp_path / "run")["sha256"] == {f"parts/{part.name}": _sha256(part)}
+    _complete(w2, "c001", 0, 0.01)
+    w2.finish()
+    assert len(load(tmp_path / "run").samples) == 16
+
+
+def test_resume_refuses_an_unknown_schema_version(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "run")
+    w.finish("interrupted")
+    _edit_meta(tmp_path / "run", lambda m: m.update(schema_version=99))
+    with pytest.raises(ResultsError, match=r"run\.json: schema_version 99"):
+        open_for_resume(tmp_path / "run")
+    assert _meta(tmp_path / "run")["status"] == "interrupted"  # untouched
+
+
+# --- atomic writes ----------------------------------------------------------------------------
+def test_atomic_write_replaces_whole_with_exact_mode_and_no_leftovers(tmp_path: Path) -> None:
+    target = tmp_path / "key.pem"
+    target.write_bytes(b"old")
+    digest = atomic.write_bytes(target, b"secret", mode=0o600)
+    assert target.read_bytes() == b"secret"
+    assert digest == hashlib.sha256(b"secret").hexdigest()
+    assert target.stat().st_mode & 0o777 == 0o600
+    atomic.write_bytes(tmp_path / "cert.pem", b"public", mode=0o644)
+    assert (tmp_path / "cert.pem").stat().st_mode & 0o777 == 0o644
+    atomic.write_json(tmp_path / "x.json", {"p": Path("/a"), "n": np.int64(3)})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"p": "/a", "n": 3}
+    with pytest.raises(TypeError):
+        atomic.write_json(tmp_path / "y.json", {"x": object()})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cert.pem", "key.pem", "x.json"]
+
+
+def test_atomic_module_does_not_import_pandas() -> None:
+    code = "import sys, lab.results.atomic; print('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --- damaged run directories ------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+THRESHOLDS = REPO / "scenarios" / "thresholds.yaml"
+
+
+def _truncate_parquet(run: Path) -> str:
+    f = run / "samples.parquet"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return "samples.parquet"
+
+
+def _empty_parquet(run: Path) -> str:
+    (run / "samples.parquet").write_bytes(b"")
+    return "samples.parquet"
+
+
+def _garbage_parquet(run: Path) -> str:
+    f = run / "samples.parquet"
+    f.write_bytes(np.random.default_rng(0).bytes(f.stat().st_size))
+    return "samples.parquet"
+
+
+def _flip_64_bytes(run: Path) -> str:
+    """Invert 64 bytes inside the `value` column's dictionary page: parquet still decodes,
+    8–9 values change (pyarrow writes no page CRCs)."""
+    f = run / "samples.parquet"
+    chunk = pq.ParquetFile(f).metadata.row_group(0)
+    col = next(
+        chunk.column(i)
+        for i in range(chunk.num_columns)
+        if chunk.column(i).path_in_schema == "value"
+    )
+    start = col.dictionary_page_offset or col.data_page_offset
+    end = col.data_page_offset if col.dictionary_page_offset else start + col.total_compressed_size
+    middle = (start + end) // 2
+    data = bytearray(f.read_bytes())
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    f.write_bytes(bytes(data))
+    return "samples.parquet"
+
+
+def _garbage_run_json(run: Path) -> str:
+    (run / "run.json").write_text('{"schema_version": 1, "status": "comp')
+    return "run.json"
+
+
+def _run_json_not_an_object(run: Path) -> str:
+    (run / "run.json").write_text('["schema_version", 1]')
+    return "run.json"
+
+
+def _bad_completed_entries(run: Path) -> str:
+    _edit_meta(run, lambda m: m.update(completed=[["c000", 0], ["c001"], [3, "c002"]]))
+    return "run.json"
+
+
+def _corrupt_errors_json(run: Path) -> str:
+    (run / "errors.json").write_text('[{"cell": "c000", "repetition": ')
+    return "errors.json"
+
+
+def _wrong_errors_json(run: Path) -> str:
+    (run / "errors.json").write_text('[{"cell": "c000", "error": 42}]')
+    return "errors.json"
+
+
+def _corrupt_summary_csv(run: Path) -> str:
+    f = run / "summary.csv"
+    lines = f.read_text().splitlines()
+    lines[3] = ",".join("garbage" for _ in lines[3].split(","))
+    f.write_text("\n".join(lines) + "\n")
+    return "summary.csv"
+
+
+def _schema_version_99(run: Path) -> str:
+    _edit_meta(run, lambda m: m.update(schema_version=99))
+    return "run.json"
+
+
+DAMAGES: dict[str, Callable[[Path], str]] = {
+    "truncated parquet": _truncate_parquet,
+    "empty parquet": _empty_parquet,
+    "garbage parquet": _garbage_parquet,
+    "64 flipped bytes": _flip_64_bytes,
+    "garbage run.json": _garbage_run_json,
+    "run.json not an object": _run_json_not_an_object,
+    "bad completed entries": _bad_completed_entries,
+    "corrupt errors.json": _corrupt_errors_json,
+    "corrupt summary.csv": _corrupt_summary_csv,
+    "schema_version 99": _schema_version_99,
+}
+COMMANDS = ("report", "check", "compare")
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fixture_run(tmp_path_factory.mktemp("good"), repetitions=2)
+
+
+def _damaged_copy(good: Path, where: Path, damage: Callable[[Path], str]) -> tuple[Path, str]:
+    run = where / good.name
+    shutil.copytree(good, run)
+    return run, damage(run)
+
+
+def _lab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lab", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_outcomes(
+    good_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str], tuple[str, subprocess.CompletedProcess[str]]]:
+    """(damage, command) → (file the error must name, finished `python3 -m lab` process);
+    every process runs at once (bounded by the CPUs), since each one spends seconds importing."""
+    jobs: dict[tuple[str, str], tuple[str, list[str]]] = {}
+    for name, damage in DAMAGES.items():
+        where = tmp_path_factory.mktemp("damaged")
+        run, file = _damaged_copy(good_run, where, damage)
+        jobs[name, "report"] = file, ["report", str(run), "--out", str(where / "report")]
+        jobs[name, "check"] = file, ["check", str(run), "--thresholds", str(THRESHOLDS)]
+        jobs[name, "compare"] = file, ["compare", str(run), str(good_run)]
+        if name == "schema_version 99":
+            jobs[name, "run --resume"] = file, ["run", "--resume", str(run)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        done = {key: pool.submit(_lab, *argv) for key, (_, argv) in jobs.items()}
+        return {key: (jobs[key][0], future.result()) for key, future in done.items()}
+
+
+@pytest.mark.parametrize(
+    ("damage", "command"),
+    [(d, c) for d in DAMAGES for c in COMMANDS] + [("schema_version 99", "run --resume")],
+)
+def test_damaged_run_is_one_error_line_and_exit_2(
+    cli_outcomes: dict[tuple[str, str], tuple[str, subprocess.CompletedProcess[str]]],
+    damage: str,
+    command: str,
+) -> None:
+    file, proc = cli_outcomes[damage, command]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"lab {command.split()[0]}: ") and file in lines[0], lines[0]
+
+
+def test_good_run_passes_the_same_commands(good_run: Path, tmp_path: Path) -> None:
+    """The damage tests fail for the damage, not for the fixture or the commands."""
+    assert _lab("compare", str(good_run), str(good_run)).returncode == 0
+    assert _lab("check", str(good_run), "--thresholds", str(THRESHOLDS)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncated parquet",
+        "empty parquet",
+        "garbage parquet",
+        "corrupt errors.json",
+        "wrong errors.json",
+        "corrupt summary.csv",
+    ],
+)
+def test_damage_in_a_run_without_checksums_is_still_one_line(
+    good_run: Path, tmp_path: Path, damage: str
+) -> None:
+    """Runs written before checksums are parsed and checked for shape instead."""
+    run, file = _damaged_copy(
+        good_run, tmp_path, {**DAMAGES, "wrong errors.json": _wrong_errors_json}[damage]
+    )
+    _edit_meta(run, lambda m: m.pop("sha256"))
+    with pytest.raises(ResultsError) as info:
+        load(run)
+    assert str(info.value).startswith(str(run / file) + ": ")
+    assert "\n" not in str(info.value)
+
+
+def test_flipped_bytes_are_silent_without_the_checksum(good_run: Path, tmp_path: Path) -> None:
+    """Why run.json records SHA-256s: the same 64 flipped bytes load without complaint from a
+    run without checksums, with changed values."""
+    run, _ = _damaged_copy(good_run, tmp_path, _flip_64_bytes)
+    _edit_meta(run, lambda m: m.pop("sha256"))
+    damaged = load(run).samples["value"].to_numpy()
+    original = load(good_run).samples["value"].to_numpy()
+    assert len(damaged) == len(original)
+    assert 0 < (damaged != original).sum() <= 9
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncated parquet",
+        "64 flipped bytes",
+        "garbage run.json",
+        "bad completed entries",
+        "corrupt errors.json",
+        "schema_version 99",
+    ],
+)
+def test_resume_refuses_a_damaged_run_and_changes_nothing(
+    good_run: Path, tmp_path: Path, damage: str
+) -> None:
+    run, file = _damaged_copy(good_run, tmp_path, DAMAGES[damage])
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(ResultsError, match=file.replace(".", r"\.")):
+        open_for_resume(run)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before

@@ -6,12 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from lab.evidence.significance import Interval
-from lab.evidence.verdicts import decide, direction, verdict_frame, verdicts
-from lab.results.store import samples_frame
+from lab.evidence.stats import Interval
+from lab.evidence.verdicts import (
+    EXCESS_METRICS,
+    HEADLINE_METRICS,
+    NOT_COMPARED,
+    decide,
+    direction,
+    metrics_for,
+    verdict_frame,
+    verdicts,
+)
+from lab.results.schema import AGGREGATE_METRICS, SAMPLE_METRICS, samples_frame
 
 
 def _rows(
@@ -158,7 +166,11 @@ def test_conditions_split_by_relevant_axes_only() -> None:
     assert [v.condition for v in vs] == [{"link.loss.rate": 0.0}, {"link.loss.rate": 0.01}]
     assert all(v.n_pairs == 6 for v in vs)
     frame = verdict_frame(vs)
-    assert isinstance(frame, pd.DataFrame) and list(frame["outcome"]) == ["better", "better"]
+    assert list(frame["outcome"]) == ["better", "better"]
+    assert list(frame["condition"]) == ["link.loss.rate=0.0", "link.loss.rate=0.01"]
+    assert list(frame["ratio"]) == pytest.approx([0.8, 0.8])  # 80·slow / 100·slow
+    assert list(frame["h2_median"]) == pytest.approx([100.0, 110.0])
+    assert set(frame["better_when"]) == {"lower"}
 
 
 @pytest.mark.parametrize(
@@ -173,3 +185,27 @@ def test_conditions_split_by_relevant_axes_only() -> None:
 )
 def test_decide(interval: Interval, metric: str, n: int, expected: str) -> None:
     assert decide(interval, metric, n) == expected
+
+
+def test_metric_lists_come_from_the_results_schema() -> None:
+    assert EXCESS_METRICS == ("excess_p50_ms", "excess_p95_ms", "excess_p99_ms", "excess_p999_ms")
+    assert set(HEADLINE_METRICS) <= SAMPLE_METRICS | AGGREGATE_METRICS
+    assert len(set(HEADLINE_METRICS)) == len(HEADLINE_METRICS)
+    assert {"cpu_bound", "cpu_server_s", "cpu_client_s", "cpu_emulator_s"} == NOT_COMPARED
+
+
+def test_metrics_for_orders_headlines_first_and_skips_cpu_and_redundant_ones() -> None:
+    rows = []
+    for metric in ("rpc_latency_ms", "excess_p999_ms", "excess_p50_ms", "cpu_server_s",
+                   "ttfb_rtt", "event_excess_ms", "ttfb_ms", "my_new_metric"):  # fmt: skip
+        rows += _rows(metric, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0], workload="watch")
+    frame = samples_frame(rows)
+    assert metrics_for(frame, "watch") == [
+        "ttfb_ms",
+        "excess_p50_ms",
+        "excess_p999_ms",
+        "rpc_latency_ms",
+        "my_new_metric",  # unknown to the schema: shown last
+    ]  # event_excess_ms only when no excess percentile is there
+    only_events = samples_frame(_rows("event_excess_ms", [1.0], [2.0], workload="watch"))
+    assert metrics_for(only_events, "watch") == ["event_excess_ms"]

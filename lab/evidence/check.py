@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,15 +35,30 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lab.errors import ThresholdFileError
-from lab.evidence.significance import KNOWN_WORKLOADS, drop_unstalled, per_repetition
+from lab.evidence.significance import (
+    cpu_bound_rows,
+    drop_unstalled,
+    per_repetition,
+    with_link_columns,
+)
 from lab.evidence.verdicts import effective_mode
-from lab.results.store import AGGREGATE_METRICS, SAMPLE_METRICS
+from lab.results.reader import load
+from lab.results.schema import AGGREGATE_METRICS, SAMPLE_METRICS
+from lab.scenario.workloads import WORKLOAD_KINDS
 from lab.scenario.yamlpos import YamlError, load_yaml
 
 Status = Literal["pass", "fail", "error"]
 POOLED = "all matching cells"  # the cell label of a `pool_cells: true` threshold
 _STATISTIC = re.compile(r"^(median|mean|min|max|p(\d{1,2}(\.\d+)?|100))$")
 AxisValue = float | int | str | bool
+KNOWN_METRICS: frozenset[str] = SAMPLE_METRICS | AGGREGATE_METRICS
+
+
+def _one_of(what: str, value: str, known: Collection[str]) -> str:
+    """`value` when it is in `known`, else a ValueError listing them."""
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+    return value
 
 
 class Threshold(BaseModel):
@@ -70,17 +86,12 @@ class Threshold(BaseModel):
     @field_validator("workload")
     @classmethod
     def _known_workload(cls, v: str) -> str:
-        if v not in KNOWN_WORKLOADS:
-            raise ValueError(f"unknown workload {v!r}; known: {', '.join(KNOWN_WORKLOADS)}")
-        return v
+        return _one_of("workload", v, WORKLOAD_KINDS)
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, v: str) -> str:
-        known = SAMPLE_METRICS | AGGREGATE_METRICS
-        if v not in known:
-            raise ValueError(f"unknown metric {v!r}; known: {', '.join(sorted(known))}")
-        return v
+        return _one_of("metric", v, sorted(KNOWN_METRICS))
 
     @field_validator("statistic")
     @classmethod
@@ -272,12 +283,35 @@ def _values(rows: pd.DataFrame, t: Threshold, protocol: str) -> np.ndarray:
 
 
 def _cpu_bound_cells(samples: pd.DataFrame, workload: str) -> set[str]:
-    rows = samples[
-        (samples["metric"] == "cpu_bound")
-        & (samples["workload"] == workload)
-        & (samples["value"] > 0.5)
-    ]
-    return set(rows["cell"].astype(str))
+    return set(cpu_bound_rows(samples, workload)["cell"].astype(str))
+
+
+Unobserved = Literal["one-sided", "0/0"]
+
+
+def _observed(g: pd.DataFrame, t: Threshold) -> tuple[float, int] | Unobserved:
+    """The threshold's statistic in one group of rows (a cell, or all cells pooled) and the
+    number of values behind it (the smaller side for a ratio). For a ratio: "one-sided" when a
+    protocol has no values, "0/0" when both statistics are 0 (e.g. no stalls at all)."""
+    if t.ratio is None:
+        a = _values(g, t, str(t.protocol))
+        return statistic(a, t.statistic), int(a.size)
+    a, b = _values(g, t, "h3"), _values(g, t, "h2")
+    if a.size == 0 or b.size == 0:
+        return "one-sided"
+    num, den = statistic(a, t.statistic), statistic(b, t.statistic)
+    if den == 0 and num == 0:
+        return "0/0"
+    return (num / den if den != 0 else float("inf")), int(min(a.size, b.size))
+
+
+def _within(value: float, t: Threshold) -> bool:
+    """True when `value` is a number inside the threshold's bounds."""
+    return (
+        not math.isnan(value)
+        and (t.max is None or value <= t.max)
+        and (t.min is None or value >= t.min)
+    )
 
 
 def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
@@ -288,37 +322,29 @@ def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
         return ThresholdResult(loaded, "error", message=f"matches no data: {why}")
     bound = _cpu_bound_cells(samples, t.workload)
     cells: list[CellValue] = []
-    skipped: list[str] = []
-    undefined: list[str] = []
+    left_out: dict[Unobserved, list[str]] = {"one-sided": [], "0/0": []}
     groups = [(POOLED, rows)] if t.pool_cells else rows.groupby("cell", sort=True)
     for cell, g in groups:
-        if t.ratio is not None:
-            a, b = _values(g, t, "h3"), _values(g, t, "h2")
-            if a.size == 0 or b.size == 0:
-                skipped.append(str(cell))
-                continue
-            num, den = statistic(a, t.statistic), statistic(b, t.statistic)
-            if den == 0 and num == 0:  # 0/0: nothing to compare (e.g. no stalls at all)
-                undefined.append(str(cell))
-                continue
-            value = num / den if den != 0 else float("inf")
-            n = int(min(a.size, b.size))
-        else:
-            a = _values(g, t, str(t.protocol))
-            value, n = statistic(a, t.statistic), int(a.size)
-        ok = (
-            not math.isnan(value)
-            and (t.max is None or value <= t.max)
-            and (t.min is None or value >= t.min)
-        )
+        got = _observed(g, t)
+        if isinstance(got, str):
+            left_out[got].append(str(cell))
+            continue
+        value, n = got
         cpu_bound = bool(bound & set(g["cell"].astype(str)))
-        cells.append(CellValue(str(cell), value, ok, n, cpu_bound))
+        cells.append(CellValue(str(cell), value, _within(value, t), n, cpu_bound))
+    return _result(loaded, cells, skipped=left_out["one-sided"], undefined=left_out["0/0"])
+
+
+def _result(
+    loaded: LoadedThreshold, cells: list[CellValue], *, skipped: list[str], undefined: list[str]
+) -> ThresholdResult:
+    """Status and message from the per-cell values and the cells left out of a ratio
+    (`skipped`: a protocol without values; `undefined`: h3 and h2 both 0)."""
     if not cells:
         why = "no cell has both h2 and h3 values"
         if undefined:
             why = f"h3 and h2 are both 0 in every matching cell ({', '.join(undefined)})"
         return ThresholdResult(loaded, "error", message=f"matches no data: {why}")
-    failed = [c for c in cells if not c.ok]
     notes = []
     if skipped:
         notes.append(f"cells without both protocols skipped: {', '.join(skipped)}")
@@ -326,10 +352,12 @@ def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
         notes.append(f"cells where h3 and h2 are both 0 skipped: {', '.join(undefined)}")
     if any(c.cpu_bound for c in cells):
         notes.append("some cells were cpu_bound")
+    failed = [c for c in cells if not c.ok]
     if failed:
         where = ", ".join(f"{c.cell}={c.value:.4g}" for c in failed[:3])
         more = f" (+{len(failed) - 3} more)" if len(failed) > 3 else ""
-        msg = f"{len(failed)} of {len(cells)} cells break {t.bound_text()}: {where}{more}"
+        bound = loaded.threshold.bound_text()
+        msg = f"{len(failed)} of {len(cells)} cells break {bound}: {where}{more}"
         return ThresholdResult(loaded, "fail", tuple(cells), "; ".join([msg, *notes]))
     msg = f"holds in {len(cells)} cell{'s' if len(cells) != 1 else ''}"
     return ThresholdResult(loaded, "pass", tuple(cells), "; ".join([msg, *notes]))
@@ -419,10 +447,7 @@ def with_scenario_fields(
 # --- entry points for the CLI -------------------------------------------------------------
 def check_run(run_dir: str | Path, thresholds_file: str | Path) -> tuple[CheckReport, bytes]:
     """Load a run and a thresholds file, evaluate; returns (report, JUnit XML bytes).
-    Raises ThresholdFileError (bad file) or lab.results.ResultsError (not a run)."""
-    from lab.evidence.significance import with_link_columns
-    from lab.results.store import load
-
+    Raises ThresholdFileError (bad file) or lab.errors.ResultsError (not a run)."""
     loaded = load_thresholds(thresholds_file)
     run = load(run_dir)
     samples = with_link_columns(run.samples, run.meta)
@@ -433,7 +458,7 @@ def check_run(run_dir: str | Path, thresholds_file: str | Path) -> tuple[CheckRe
 
 def result_table(report: CheckReport) -> Any:
     """A rich Table: every threshold that did not pass (or one line saying all passed)."""
-    from rich.table import Table
+    from rich.table import Table  # deferred: rich is only needed for the CLI's table
 
     bad = [r for r in report.results if r.status != "pass"]
     title = (

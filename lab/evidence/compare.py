@@ -16,14 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control
 
-from lab.evidence.significance import Interval, bootstrap_ratio, mann_whitney_p
+from lab.evidence.significance import bootstrap_ratio, mann_whitney_p
+from lab.evidence.stats import Interval
 from lab.evidence.verdicts import direction, effective_mode
+from lab.results.reader import load
 
 MIN_EFFECT = 0.10
 ALPHA = 0.05
@@ -218,19 +220,15 @@ def compare_runs(
     run_a: str | Path, run_b: str | Path, *, min_effect: float = MIN_EFFECT
 ) -> list[Difference]:
     """Load two run directories and compare them (B against A)."""
-    from lab.results.store import load
-
     a, b = load(run_a), load(run_b)
     return compare(a.samples, b.samples, a.meta, b.meta, min_effect=min_effect)
 
 
 def difference_table(diffs: list[Difference], *, show_all: bool = False) -> Any:
     """A rich Table of the changes (every row with `show_all`)."""
-    from rich.table import Table
+    from rich.table import Table  # deferred: rich is only needed for the CLI's table
 
-    counts = {c: sum(d.change == c for d in diffs) for c in ("improved", "regressed")}
-    counts["no change"] = sum(d.change == "no change" for d in diffs)
-    counts["undecided"] = sum(d.change == "undecided" for d in diffs)
+    counts = {c: sum(d.change == c for d in diffs) for c in get_args(Change)}
     title = "lab compare (B against A): " + ", ".join(f"{v} {k}" for k, v in counts.items())
     table = Table(title=title, show_lines=False)
     for col in ("change", "condition", "what", "A → B", "B/A − 1 [95% CI]", "q", "flags"):

@@ -1,5 +1,5 @@
 """Plots of a run's samples (matplotlib). Each plot function takes a samples DataFrame in the
-results format (long: one row per sample, see lab/results.py) and an `ax`, draws on it and
+results format (long: one row per sample, see lab/results/schema.py) and an `ax`, draws on it and
 returns the `ax`. When the run has no data for a plot, the function writes "no data" on the axes
 and returns it (never raises), so a report or a notebook keeps going.
 
@@ -8,7 +8,7 @@ Intervals are 95% bootstrap intervals over repetitions (lab.evidence.significanc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from lab.evidence.significance import (
     per_repetition,
     relevant_axes,
 )
+from lab.evidence.verdicts import effective_mode
 
 PROTOCOL_COLORS = {"h2": "#1f77b4", "h3": "#d95f02"}
 MODE_MARKERS = {"cold": "o", "resumed": "s", "zero_rtt": "^", "zero_rtt→1-RTT": "v"}
@@ -58,7 +59,7 @@ def _label(key: tuple[Any, ...] | Any) -> str:
     return " ".join(str(p) for p in parts if not pd.isna(p))
 
 
-def _color(protocol: str) -> str:
+def _color(protocol: object) -> str:
     return PROTOCOL_COLORS.get(str(protocol), "#555555")
 
 
@@ -81,16 +82,6 @@ def _errorbar(ax: Axes, s: pd.DataFrame, x: str, scale: float = 1.0, **kw: Any) 
     high = np.where(np.isnan(s["high"]), med, s["high"])
     yerr = np.vstack([np.clip(med - low, 0, None), np.clip(high - med, 0, None)])
     ax.errorbar(xs, med, yerr=yerr, capsize=4, linewidth=1.6, markersize=6, **kw)
-
-
-def effective_mode(rows: pd.DataFrame) -> pd.Series:
-    """Handshake mode as measured: a zero_rtt attempt whose request did not arrive as early data
-    (per the server) is labelled "zero_rtt→1-RTT", never counted as 0-RTT."""
-    mode = rows["mode"].astype("object") if "mode" in rows.columns else pd.Series(pd.NA, rows.index)
-    if "early_data" in rows.columns:
-        early = rows["early_data"].astype("boolean").fillna(False)
-        mode = mode.where(~((mode == "zero_rtt") & ~early), "zero_rtt→1-RTT")
-    return mode.fillna("cold")
 
 
 def _rtt_per_cell(df: pd.DataFrame, workload: str | None) -> pd.Series:
@@ -160,8 +151,44 @@ def _cond_label(axes: list[str], values: tuple[Any, ...]) -> str:
     return ", ".join(_axis_label(a, v) for a, v in zip(axes, values, strict=True))
 
 
+def _levels(frame: pd.DataFrame, cond: list[str]) -> list[tuple[Any, ...]]:
+    """The distinct values of the condition axes `cond`, in order of appearance."""
+    return list(frame[cond].drop_duplicates().itertuples(index=False)) if cond else [()]
+
+
+def _styled(
+    key: tuple[Any, ...], n_keys: int, cond: list[str], levels: list[tuple[Any, ...]]
+) -> tuple[str, str]:
+    """Legend label and line style of the series `key` = (*series keys, *condition values):
+    the series keys (protocol, implementation) name it; each condition level has its own line
+    style, the position of its values in `levels`."""
+    label = _label(key[:n_keys])
+    if not cond:
+        return label, "-"
+    level = tuple(key[n_keys:])
+    style = LINESTYLES[levels.index(level) % len(LINESTYLES)]
+    return f"{label}, {_cond_label(cond, level)}", style
+
+
 def _title(base: str, note: str) -> str:
     return f"{base} ({note})" if note else base
+
+
+def _summary_series(
+    ax: Axes,
+    summary: pd.DataFrame,
+    x: str,
+    keys: list[str],
+    cond: list[str],
+    *,
+    scale: float = 1.0,
+) -> None:
+    """One error-bar line per series of a `_summarise_x` table: colour by protocol, line style
+    by condition level."""
+    levels = _levels(summary, cond)
+    for key, s in summary.groupby([*keys, *cond], sort=True):
+        label, style = _styled(key, len(keys), cond, levels)
+        _errorbar(ax, s, x, scale=scale, color=_color(key[0]), marker="o", ls=style, label=label)
 
 
 # --- the plots ----------------------------------------------------------------------------
@@ -174,7 +201,8 @@ def plot_ttfb(df: pd.DataFrame, ax: Axes, *, workload: str | None = "handshake")
     if rows.empty:
         return _empty(ax, title, "no ttfb_ms samples")
     rtt = _rtt_per_cell(df, workload)
-    rows = rows.assign(rtt_ms=rows["cell"].map(rtt), hs_mode=effective_mode(rows))
+    hs_mode = effective_mode(rows).fillna("cold")  # a TTFB sample without a mode is a cold one
+    rows = rows.assign(rtt_ms=rows["cell"].map(rtt), hs_mode=hs_mode)
     rows = rows[rows["rtt_ms"].notna()]
     if rows.empty:
         return _empty(ax, title, "base RTT unknown (no rtt_ms / ttfb_rtt)")
@@ -192,7 +220,7 @@ def plot_ttfb(df: pd.DataFrame, ax: Axes, *, workload: str | None = "handshake")
             s,
             "rtt_ms",
             color=_color(proto),
-            marker=MODE_MARKERS.get(mode, "D"),
+            marker=MODE_MARKERS.get(str(mode), "D"),
             linestyle="-" if proto == "h3" else "--",
             label=_label(key),
         )
@@ -221,14 +249,7 @@ def plot_goodput(df: pd.DataFrame, ax: Axes, *, workload: str | None = "bulk") -
     rows, cond, note = _conditions(rows, _axes(rows, workload, xcol), len(LINESTYLES))
     keys = _series_keys(rows)
     summary = _summarise_x(rows, xcol, [*keys, *cond], "goodput_mbit")
-    levels = list(summary[cond].drop_duplicates().itertuples(index=False)) if cond else [()]
-    for key, s in summary.groupby([*keys, *cond], sort=True):
-        label, style = _label(key[: len(keys)]), "-"
-        if cond:
-            lv = tuple(key[len(keys) :])
-            label += ", " + _cond_label(cond, lv)
-            style = LINESTYLES[levels.index(lv) % len(LINESTYLES)]
-        _errorbar(ax, s, xcol, scale=100.0, color=_color(key[0]), marker="o", ls=style, label=label)
+    _summary_series(ax, summary, xcol, keys, cond, scale=100.0)
     ax.set_xlim(-0.1, float(summary[xcol].max()) * 115 + 0.1)  # from 0 %, also for one value
     ax.set_xlabel("packet loss (%)")
     ax.set_ylabel("goodput (Mbit/s), median, 95% CI")
@@ -249,15 +270,11 @@ def plot_excess_cdf(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch
         return _empty(ax, title, "no event_excess_ms samples")
     rows, cond, note = _conditions(rows, _axes(rows, workload), len(LINESTYLES))
     keys = _series_keys(rows)
-    levels = list(rows[cond].drop_duplicates().sort_values(cond).itertuples(index=False))
+    levels = _levels(rows[cond].sort_values(cond), cond)
     xmax = 0.0
     for key, g in rows.groupby([*keys, *cond], sort=True):
         x, y = _ecdf(g["value"].to_numpy(dtype=float))
-        label, style = _label(key[: len(keys)]), "-"
-        if cond:
-            lv = tuple(key[len(keys) :])
-            label += ", " + _cond_label(cond, lv)
-            style = LINESTYLES[levels.index(lv) % len(LINESTYLES)]
+        label, style = _styled(key, len(keys), cond, levels)
         ax.step(x, y, where="post", color=_color(key[0]), linestyle=style, label=label)
         xmax = max(xmax, float(x[-1]))
     ax.set_xscale("symlog", linthresh=1.0)
@@ -290,19 +307,12 @@ def plot_hol_spread(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch
     rows, cond, note = _conditions(rows, _axes(rows, workload, "n_streams"), 4)
     keys = _series_keys(rows)
     summary = _summarise_x(rows, "n_streams", [*keys, *cond], "hol_spread")
-    levels = list(summary[cond].drop_duplicates().itertuples(index=False)) if cond else [()]
     ns = np.array(sorted(summary["n_streams"].unique()), dtype=float)
     lo, hi = max(ns.min() / 1.5, 0.75), ns.max() * 1.5  # room around a single stream count
     grid = np.geomspace(lo, hi, 50)
     ax.plot(grid, np.ones_like(grid), color="0.6", linestyle="--", label="1: all streams wait")
     ax.plot(grid, 1 / grid, color="0.6", linestyle=":", label="1/N: one stream waits")
-    for key, s in summary.groupby([*keys, *cond], sort=True):
-        label, style = _label(key[: len(keys)]), "-"
-        if cond:
-            lv = tuple(key[len(keys) :])
-            label += ", " + _cond_label(cond, lv)
-            style = LINESTYLES[levels.index(lv) % len(LINESTYLES)]
-        _errorbar(ax, s, "n_streams", color=_color(key[0]), marker="o", ls=style, label=label)
+    _summary_series(ax, summary, "n_streams", keys, cond)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ns, [str(int(n)) for n in ns])
     ax.minorticks_off()
@@ -382,10 +392,3 @@ def figure(spec: PlotSpec, df: pd.DataFrame) -> Figure:
     ax = fig.add_subplot()
     spec.draw(df, ax, workload=spec.workload)
     return fig
-
-
-def workloads_in(df: pd.DataFrame) -> list[str]:
-    """Workload kinds in `df`, in a fixed reading order (known kinds first)."""
-    order = ["handshake", "bulk", "multiplex", "watch", "rpc_under_load", "k8s_mix"]
-    present: Iterable[str] = df["workload"].dropna().unique()
-    return sorted(present, key=lambda w: (order.index(w) if w in order else len(order), w))

@@ -28,7 +28,8 @@ import pandas as pd
 from lab.evidence import plots
 from lab.evidence.significance import with_link_columns
 from lab.evidence.verdicts import MIN_REPETITIONS, Verdict, direction, verdicts
-from lab.results.store import RunResults, load
+from lab.results.reader import RunResults, load
+from lab.results.schema import ERROR_FIELDS
 
 # The verdicts shown in each workload's main table; the rest go in a collapsed "all" table.
 KEY_METRICS: dict[str, tuple[str, ...]] = {
@@ -44,7 +45,8 @@ OUTCOME_TEXT = {
     "no significant difference": "no significant difference",
     "undecided": "undecided",
 }
-_WORKLOAD_TITLES = {
+# Section titles, in the report's reading order (one per workload kind of lab.scenario.workloads).
+WORKLOAD_TITLES: dict[str, str] = {
     "handshake": "Handshake and time to first byte",
     "bulk": "Bulk download (goodput)",
     "multiplex": "Multiplexed objects",
@@ -213,13 +215,47 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def workloads_in(samples: pd.DataFrame) -> list[str]:
+    """Workload kinds in `samples`, in the reading order of WORKLOAD_TITLES (others last, by
+    name)."""
+    order = list(WORKLOAD_TITLES)
+    present: Iterable[str] = samples["workload"].dropna().unique()
+    return sorted(present, key=lambda w: (order.index(w) if w in order else len(order), w))
+
+
 def build(run: RunResults) -> tuple[list[Any], list[str]]:
     """The report's blocks and its warnings."""
     meta, samples = run.meta, run.samples
-    blocks: list[Any] = []
-    warnings: list[str] = []
+    blocks, warnings = _header(run)
+    df = with_link_columns(samples, meta)
+    vs = verdicts(samples) if not samples.empty else []
+    workloads = workloads_in(samples) if not samples.empty else []
+    if vs:
+        blocks.append(Heading("Verdicts at a glance"))
+        blocks.append(
+            Para(
+                "Count of verdicts (workload × metric × condition × mode) per outcome; "
+                "HTTP/3 against HTTP/2 of the same run."
+            )
+        )
+        blocks.append(_glance(vs, workloads))
+    blocks.extend(_environment(meta))
+    units = _units(samples) if not samples.empty else {}
+    for wl in workloads:
+        blocks.extend(_workload_section(wl, df, [v for v in vs if v.workload == wl], units))
+    if len(run.errors):
+        blocks.extend(_failed_cells(run.errors))
+        warnings.append(f"{len(run.errors)} failed (cell, repetition, protocol, workload)")
+    blocks.extend(_method())
+    return blocks, warnings
+
+
+def _header(run: RunResults) -> tuple[list[Any], list[str]]:
+    """Title, the incomplete-run and no-samples warnings, and the one-paragraph run summary."""
+    meta = run.meta
     scen = meta.get("scenario") or {}
-    blocks.append(Heading(f"lab report: {meta.get('run_id', run.path.name)}", 1))
+    blocks: list[Any] = [Heading(f"lab report: {meta.get('run_id', run.path.name)}", 1)]
+    warnings: list[str] = []
     msg = incomplete_message(meta)
     if msg:
         blocks.append(Para("Warning: " + msg, warn=True))
@@ -235,51 +271,39 @@ def build(run: RunResults) -> tuple[list[Any], list[str]]:
             f"git {meta.get('git_commit')}, kernel {env.get('kernel', '?')}."
         )
     )
-    if samples.empty:
+    if run.samples.empty:
         warnings.append("the run has no samples: nothing to plot or decide")
         blocks.append(
             Para("Warning: the run has no samples: nothing to plot or decide.", warn=True)
         )
-    df = with_link_columns(samples, meta)
-    vs = verdicts(samples) if not samples.empty else []
-    workloads = plots.workloads_in(samples) if not samples.empty else []
-    if vs:
-        blocks.append(Heading("Verdicts at a glance"))
-        blocks.append(
-            Para(
-                "Count of verdicts (workload × metric × condition × mode) per outcome; "
-                "HTTP/3 against HTTP/2 of the same run."
-            )
-        )
-        blocks.append(_glance(vs, workloads))
-    blocks.extend(_environment(meta))
-    units = _units(samples) if not samples.empty else {}
-    for wl in workloads:
-        blocks.append(Heading(_WORKLOAD_TITLES.get(wl, wl)))
-        for spec in plots.plots_for(df, wl):
-            fig = plots.figure(spec, df)
-            blocks.append(Image(f"report-{spec.name}.png", _png(fig), f"{wl}: {spec.name}"))
-        mine = [v for v in vs if v.workload == wl]
-        keys = KEY_METRICS.get(wl)
-        key_vs = [v for v in mine if keys is None or v.metric in keys]
-        if key_vs:
-            blocks.append(_verdict_table(key_vs, units))
-        rest = [v for v in mine if v not in key_vs]
-        if rest:
-            blocks.append(
-                Details(f"All {len(mine)} verdicts for {wl}", [_verdict_table(mine, units)])
-            )
-    if len(run.errors):
-        blocks.append(Heading("Failed cells"))
-        blocks.append(
-            Table(
-                ["cell", "repetition", "protocol", "workload", "error"],
-                [[str(x) for x in r] for r in run.errors.itertuples(index=False)],
-            )
-        )
-        warnings.append(f"{len(run.errors)} failed (cell, repetition, protocol, workload)")
-    blocks.extend(_method())
     return blocks, warnings
+
+
+def _workload_section(
+    wl: str, df: pd.DataFrame, mine: list[Verdict], units: dict[str, str]
+) -> list[Any]:
+    """One workload: its plots, the table of its key verdicts, all of them collapsed."""
+    out: list[Any] = [Heading(WORKLOAD_TITLES.get(wl, wl))]
+    for spec in plots.plots_for(df, wl):
+        fig = plots.figure(spec, df)
+        out.append(Image(f"report-{spec.name}.png", _png(fig), f"{wl}: {spec.name}"))
+    keys = KEY_METRICS.get(wl)
+    key_vs = [v for v in mine if keys is None or v.metric in keys]
+    if key_vs:
+        out.append(_verdict_table(key_vs, units))
+    if any(v not in key_vs for v in mine):
+        out.append(Details(f"All {len(mine)} verdicts for {wl}", [_verdict_table(mine, units)]))
+    return out
+
+
+def _failed_cells(errors: pd.DataFrame) -> list[Any]:
+    return [
+        Heading("Failed cells"),
+        Table(
+            list(ERROR_FIELDS),
+            [[str(x) for x in r] for r in errors.itertuples(index=False)],
+        ),
+    ]
 
 
 def _environment(meta: dict[str, Any]) -> list[Any]:
@@ -451,7 +475,7 @@ def _images(blocks: list[Any]) -> list[Image]:
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> ReportFiles:
     """Load a run and write report.md (+ PNGs) and report.html into `out_dir` (default: the
-    run directory). Raises lab.results.ResultsError for a directory that is not a run."""
+    run directory). Raises lab.errors.ResultsError for a directory that is not a run."""
     run = load(run_dir)
     out = Path(out_dir) if out_dir is not None else run.path
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,7 @@
-"""Statistics for comparing repetitions: per-repetition values, bootstrap intervals, rank tests.
+"""Statistics for comparing repetitions: per-repetition values, seeded bootstrap intervals (the
+numbers come from lab.evidence.stats), rank tests; and the shaping every verdict, check and plot
+shares: which matrix axes matter to a workload, which rows mean something (HOL spread only with
+stalls, cpu_bound repetitions), and each cell's base RTT and loss rate from run.json.
 
 The unit of independence is the repetition: samples inside one repetition share a connection and
 its losses, so every interval here resamples repetitions, never individual samples.
@@ -8,36 +11,24 @@ All functions are pure (numpy/pandas in, numbers out) and seeded.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
-from scipy import stats
+from pydantic import ValidationError
 
-from lab.evidence.stats import Estimate, median_ci, ratio_of_medians_ci
-from lab.results.store import axis_columns
-
-N_BOOT = 2000
-CONFIDENCE = 0.95
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with a two-sided confidence interval (same unit as the estimate)."""
-
-    point: float
-    low: float
-    high: float
-
-    def excludes(self, value: float) -> bool:
-        """True when `value` lies outside [low, high] (False when the interval is NaN)."""
-        if np.isnan(self.low) or np.isnan(self.high):
-            return False
-        return value < self.low or value > self.high
-
-
-NAN_INTERVAL = Interval(float("nan"), float("nan"), float("nan"))
+from lab.errors import ResultsError
+from lab.evidence.stats import (
+    NAN_INTERVAL,
+    Interval,
+    median_ci,
+    paired_ratio_of_medians_ci,
+    ratio_of_medians_ci,
+)
+from lab.link.spec import DirectionSpec
+from lab.results.schema import axis_columns
+from lab.scenario.workloads import WORKLOAD_KINDS
 
 
 def per_repetition(samples: pd.DataFrame, metric: str, by: Sequence[str] = ()) -> pd.DataFrame:
@@ -59,63 +50,27 @@ def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
-def _percentiles(boot: np.ndarray, point: float) -> Interval:
-    boot = boot[np.isfinite(boot)]
-    if boot.size == 0:
-        return Interval(point, float("nan"), float("nan"))
-    alpha = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(boot, [alpha, 1 - alpha])
-    return Interval(point, float(low), float(high))
-
-
-def _from_estimate(e: Estimate) -> Interval:
-    return Interval(float(e.value), float(e.low), float(e.high))
-
-
-def bootstrap_median(values: Sequence[float] | np.ndarray, *, seed: int = 0) -> Interval:
+def bootstrap_median(values: npt.ArrayLike, *, seed: int = 0) -> Interval:
     """Median with a percentile-bootstrap 95% interval (lab.evidence.stats.median_ci, seeded)."""
-    return _from_estimate(median_ci(values, np.random.default_rng(seed), n_boot=N_BOOT))
+    return median_ci(values, np.random.default_rng(seed))
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.asarray(num, dtype=float) / np.asarray(den, dtype=float)
-    return np.where(np.asarray(den) == 0, np.nan, r)
-
-
-def bootstrap_ratio_paired(
-    num: Sequence[float] | np.ndarray, den: Sequence[float] | np.ndarray, *, seed: int = 0
-) -> Interval:
-    """median(num) / median(den) with a 95% bootstrap interval, resampling pairs together.
+def bootstrap_ratio_paired(num: npt.ArrayLike, den: npt.ArrayLike, *, seed: int = 0) -> Interval:
+    """median(num) / median(den) with a 95% bootstrap interval, resampling pairs together
+    (lab.evidence.stats.paired_ratio_of_medians_ci, seeded).
 
     `num[i]` and `den[i]` come from the same repetition (e.g. h3 and h2 of repetition i).
     NaN when the denominator's median is 0.
     """
-    a = np.asarray(num, dtype=float)
-    b = np.asarray(den, dtype=float)
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    if a.size == 0:
-        return NAN_INTERVAL
-    point = float(_ratio(np.median(a), np.median(b)))
-    if a.size == 1:
-        return Interval(point, float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, a.size, size=(N_BOOT, a.size))
-    boot = _ratio(np.median(a[idx], axis=1), np.median(b[idx], axis=1))
-    return _percentiles(boot, point)
+    return paired_ratio_of_medians_ci(num, den, np.random.default_rng(seed))
 
 
-def bootstrap_ratio(
-    num: Sequence[float] | np.ndarray, den: Sequence[float] | np.ndarray, *, seed: int = 0
-) -> Interval:
+def bootstrap_ratio(num: npt.ArrayLike, den: npt.ArrayLike, *, seed: int = 0) -> Interval:
     """median(num) / median(den) with a 95% bootstrap interval, resampling each side on its own
     (lab.evidence.stats.ratio_of_medians_ci): for two independent sets of repetitions (two runs).
     NaN when median(den) is 0."""
-    e = ratio_of_medians_ci(num, den, np.random.default_rng(seed), n_boot=N_BOOT)
-    if not np.isfinite(e.value):
-        return NAN_INTERVAL
-    return _from_estimate(e)
+    ratio = ratio_of_medians_ci(num, den, np.random.default_rng(seed))
+    return ratio if np.isfinite(ratio.point) else NAN_INTERVAL
 
 
 def mann_whitney_p(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
@@ -128,13 +83,12 @@ def mann_whitney_p(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndar
         return float("nan")
     if np.ptp(np.concatenate([x, y])) == 0:
         return 1.0
-    return float(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
+    from scipy.stats import mannwhitneyu  # deferred: scipy.stats takes ~1-2 s to import
+
+    return float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
 
 
 # --- shaping: which axes matter, which rows mean something ------------------------------
-KNOWN_WORKLOADS = ("handshake", "bulk", "multiplex", "watch", "rpc_under_load", "k8s_mix")
-
-
 def relevant_axes(
     df: pd.DataFrame, workload: str | None, x: str | None = None, *, ignore: Sequence[str] = ()
 ) -> list[str]:
@@ -146,7 +100,7 @@ def relevant_axes(
         if col in ignore or col == x:
             continue
         head = str(col).split(".", 1)[0]
-        if head in KNOWN_WORKLOADS and head != workload:
+        if head in WORKLOAD_KINDS and head != workload:
             continue
         if df[col].nunique(dropna=True) <= 1:
             continue
@@ -169,18 +123,25 @@ def drop_unstalled(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     return rows[marked["_none"].isna().to_numpy()]
 
 
+def cpu_bound_rows(samples: pd.DataFrame, workload: str) -> pd.DataFrame:
+    """The `cpu_bound` rows of `workload` that are set (a process above 90% of a core in that
+    cell and repetition): their numbers measure Python, not the protocol."""
+    return samples[
+        (samples["metric"] == "cpu_bound")
+        & (samples["workload"] == workload)
+        & (samples["value"] > 0.5)
+    ]
+
+
 # --- cell geometry: RTT and loss per cell -------------------------------------------------
-def _direction_loss(d: dict[str, Any]) -> float:
-    loss = d.get("loss") or {}
-    model = loss.get("model", "none")
-    if model == "bernoulli":
-        return float(loss.get("rate", 0.0))
-    if model == "gilbert_elliott":
-        p, r = float(loss.get("p", 0.0)), float(loss.get("r", 1.0))
-        h, k = float(loss.get("h", 0.0)), float(loss.get("k", 1.0))
-        bad = p / (p + r) if p + r > 0 else 0.0
-        return (1 - k) * (1 - bad) + (1 - h) * bad
-    return 0.0
+def _mean_loss(cell: str, direction: dict[str, Any]) -> float:
+    """Mean loss probability of one direction of a run.json cell's link."""
+    try:
+        return DirectionSpec.model_validate(direction).mean_loss
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "link"
+        raise ResultsError(f"run.json: cell {cell}: {where}: {first['msg']}") from None
 
 
 def link_columns(meta: dict[str, Any]) -> pd.DataFrame:
@@ -194,7 +155,7 @@ def link_columns(meta: dict[str, Any]) -> pd.DataFrame:
         else:  # symmetric shorthand
             up = down = link
         rtt = float(up.get("delay_ms", 0.0)) + float(down.get("delay_ms", 0.0))
-        rows.append({"cell": c["cell"], "rtt_ms": rtt, "loss_rate": _direction_loss(down)})
+        rows.append({"cell": c["cell"], "rtt_ms": rtt, "loss_rate": _mean_loss(c["cell"], down)})
     return pd.DataFrame(rows, columns=["cell", "rtt_ms", "loss_rate"])
 
 

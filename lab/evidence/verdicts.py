@@ -19,20 +19,26 @@ import numpy as np
 import pandas as pd
 
 from lab.evidence.significance import (
-    Interval,
     bootstrap_ratio_paired,
+    cpu_bound_rows,
     drop_unstalled,
     per_repetition,
     relevant_axes,
 )
-from lab.results.store import AGGREGATE_METRICS, SAMPLE_METRICS
+from lab.evidence.stats import Interval
+from lab.results.schema import AGGREGATE_METRICS, SAMPLE_METRICS
 
 MIN_REPETITIONS = 3
 Direction = Literal["lower", "higher"]
 Outcome = Literal["better", "worse", "no significant difference", "undecided"]
 
 HIGHER_IS_BETTER = frozenset({"goodput_mbit", "utilisation"})
-NOT_COMPARED = frozenset({"cpu_bound", "cpu_server_s", "cpu_client_s", "cpu_emulator_s"})
+NOT_COMPARED = frozenset(m for m in AGGREGATE_METRICS if m.startswith("cpu_"))
+# The watch excess percentiles of the results schema, low to high (p50, p95, p99, p999: a
+# longer name is a higher percentile).
+EXCESS_METRICS: tuple[str, ...] = tuple(
+    sorted((m for m in AGGREGATE_METRICS if m.startswith("excess_p")), key=lambda m: (len(m), m))
+)
 # Reading order of the metrics in verdict tables; `ttfb_rtt` (same ratio as ttfb_ms) and
 # `event_latency_ms` (dominated by the base delay; the excess is the signal) are left out.
 HEADLINE_METRICS: tuple[str, ...] = (
@@ -42,10 +48,7 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "completion_ms",
     "hol_spread",
     "stalled_fraction",
-    "excess_p50_ms",
-    "excess_p95_ms",
-    "excess_p99_ms",
-    "excess_p999_ms",
+    *EXCESS_METRICS,
     "rpc_p95_ms",
     "rpc_delayed_fraction",
     "rpc_latency_ms",
@@ -104,7 +107,11 @@ def decide(ratio: Interval, metric: str, n_pairs: int) -> Outcome:
 def effective_mode(rows: pd.DataFrame) -> pd.Series:
     """Handshake mode as measured: a zero_rtt attempt whose request did not arrive as early
     data (per the server) is "zero_rtt→1-RTT", never counted as 0-RTT; <NA> stays <NA>."""
-    mode = rows["mode"].astype("object") if "mode" in rows.columns else pd.Series(None, rows.index)
+    mode = (
+        rows["mode"].astype("object")
+        if "mode" in rows.columns
+        else pd.Series(None, rows.index, dtype=object)
+    )
     if "early_data" in rows.columns:
         early = rows["early_data"].astype("boolean").fillna(False).astype(bool)
         mode = mode.where(~((mode == "zero_rtt") & ~early), "zero_rtt→1-RTT")
@@ -116,7 +123,7 @@ def metrics_for(samples: pd.DataFrame, workload: str) -> list[str]:
     rows = samples[(samples["workload"] == workload) & samples["value"].notna()]
     present = set(rows["metric"].unique()) - NOT_COMPARED
     ordered = [m for m in HEADLINE_METRICS if m in present]
-    if "event_excess_ms" in present and not any(m.startswith("excess_p") for m in ordered):
+    if "event_excess_ms" in present and not set(EXCESS_METRICS) & set(ordered):
         ordered.append("event_excess_ms")
     known = SAMPLE_METRICS | AGGREGATE_METRICS
     extra = sorted(m for m in present if m not in ordered and m not in _REDUNDANT)
@@ -132,11 +139,7 @@ def _h2_baseline(modes_h2: set[Any], mode: Any) -> Any:
 
 
 def _cpu_bound_pairs(samples: pd.DataFrame, workload: str) -> set[tuple[str, int]]:
-    rows = samples[
-        (samples["metric"] == "cpu_bound")
-        & (samples["workload"] == workload)
-        & (samples["value"] > 0.5)
-    ]
+    rows = cpu_bound_rows(samples, workload)
     return {(str(c), int(r)) for c, r in zip(rows["cell"], rows["repetition"], strict=True)}
 
 

@@ -11,15 +11,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import trio
 
 from lab.http import payload, pods
 from lab.http.settings import ServerConfig
-
-HttpProtocol = Literal["h2", "h3"]
+from lab.http.types import EARLY_DATA_HEADER, HttpProtocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +114,7 @@ def _int_param(query: dict[str, list[str]], name: str, default: int, lo: int, hi
     return value
 
 
-async def _bytes(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match) -> None:
+async def _bytes(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match[str]) -> None:
     raw = m["n"]
     if not raw.isdigit() or len(raw) > 19:
         raise HttpError(400, "size must be a non-negative integer")
@@ -134,14 +133,14 @@ async def _bytes(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match) -> N
         await w.send_data(chunk, end_stream=left == 0)  # END_STREAM on the last DATA frame
 
 
-def _namespace(m: re.Match) -> str:
+def _namespace(m: re.Match[str]) -> str:
     ns = m["ns"]
     if not pods.valid_namespace(ns):
         raise HttpError(400, "namespace must be a DNS-1123 label")
     return ns
 
 
-async def _pod_list(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match) -> None:
+async def _pod_list(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match[str]) -> None:
     ns = _namespace(m)
     query = parse_qs(urlsplit(r.path).query, keep_blank_values=True)
     limit = _int_param(query, "limit", 0, 0, 1 << 31)
@@ -155,7 +154,7 @@ async def _pod_list(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match) -
     await w.respond(200, body, [("content-type", "application/json")])
 
 
-async def _pod_watch(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match) -> None:
+async def _pod_watch(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match[str]) -> None:
     ns = _namespace(m)
     query = parse_qs(urlsplit(r.path).query, keep_blank_values=True)
     interval_ms = _int_param(query, "interval_ms", 1000, 1, _MAX_WATCH_INTERVAL_MS)
@@ -174,17 +173,17 @@ async def _pod_watch(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match) 
         await w.send_data(line, end_stream=seq == count)
 
 
-async def _echo(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match) -> None:
+async def _echo(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match[str]) -> None:
     content_type = next((v for n, v in r.headers if n == "content-type"), None)
     headers = [("content-type", content_type or "application/octet-stream")]
     await w.respond(200, r.body, headers)
 
 
-async def _healthz(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match) -> None:
+async def _healthz(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match[str]) -> None:
     await w.respond(200, b"ok", [("content-type", "text/plain")])
 
 
-_Route = Callable[[Request, _Responder, ServerConfig, re.Match], Awaitable[None]]
+_Route = Callable[[Request, _Responder, ServerConfig, re.Match[str]], Awaitable[None]]
 _GET = frozenset({"GET", "HEAD"})
 ROUTES: tuple[tuple[re.Pattern[str], frozenset[str], _Route], ...] = (
     (re.compile(r"/bytes/(?P<n>[^/]+)"), _GET, _bytes),
@@ -195,7 +194,7 @@ ROUTES: tuple[tuple[re.Pattern[str], frozenset[str], _Route], ...] = (
 )
 
 
-def _route(path: str) -> tuple[frozenset[str], _Route, re.Match] | None:
+def _route(path: str) -> tuple[frozenset[str], _Route, re.Match[str]] | None:
     for pattern, methods, fn in ROUTES:
         m = pattern.fullmatch(path)
         if m:
@@ -207,7 +206,7 @@ def common_headers(request: Request, config: ServerConfig) -> list[tuple[str, st
     """Headers every response carries: Alt-Svc for h3 and whether the request was early data."""
     return [
         ("alt-svc", f'h3=":{config.port}"; ma=86400'),
-        ("lab-early-data", "1" if request.early_data else "0"),
+        (EARLY_DATA_HEADER, "1" if request.early_data else "0"),
     ]
 
 

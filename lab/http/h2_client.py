@@ -30,10 +30,17 @@ import trio
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
+from lab.http.exchange import ClientConnection, Exchange, Head, authority_of
 from lab.http.h2_frames import BoundedH2Connection, GoAwayFilter
 from lab.http.tcp import congestion_of, set_tcp_options
 from lab.http.tls import client_ssl_context
-from lab.http.types import ChunkCallback, ConnectionTimings, ConnectOptions, RequestFailed, Response
+from lab.http.types import (
+    ChunkCallback,
+    ConnectionTimings,
+    ConnectOptions,
+    HttpProtocol,
+    RequestFailed,
+)
 
 RECEIVE_BYTES = 256 * 1024
 SEND_BATCH_BYTES = 1024 * 1024
@@ -58,47 +65,20 @@ def _code(error_code: int) -> ErrorCodes | int:
         return error_code
 
 
-class _Pending:
-    """Per-stream state of one request in flight."""
+class _H2Exchange(Exchange):
+    """One request in flight, and the event its body sender waits on for flow-control credit."""
 
-    __slots__ = (
-        "body",
-        "body_bytes",
-        "chunks",
-        "done",
-        "end_ns",
-        "error",
-        "first_byte_ns",
-        "headers",
-        "id",
-        "keep_body",
-        "on_chunk",
-        "request_sent_ns",
-        "status",
-        "window_event",
-    )
+    __slots__ = ("window_event",)
 
     def __init__(self, stream_id: int, keep_body: bool, on_chunk: ChunkCallback | None):
-        self.id = stream_id
-        self.keep_body = keep_body
-        self.on_chunk = on_chunk
-        self.status = 0
-        self.headers: list[tuple[str, str]] = []
-        self.body: list[bytes] = []
-        self.body_bytes = 0
-        self.chunks: list[tuple[int, int]] = []
-        self.request_sent_ns = 0
-        self.first_byte_ns: int | None = None
-        self.end_ns = 0
-        self.error: Exception | None = None
-        self.done = trio.Event()
+        super().__init__(stream_id, keep_body, on_chunk)
         self.window_event: trio.Event | None = None
 
 
-class H2ClientConnection:
+class H2ClientConnection(ClientConnection[_H2Exchange]):
     """An open HTTP/2 connection (implements lab.http.types.Connection)."""
 
-    protocol = "h2"
+    protocol: HttpProtocol = "h2"
 
     def __init__(self, tls: trio.SSLStream, opts: ConnectOptions, timings: ConnectionTimings):
         self.tls = tls
@@ -117,9 +97,8 @@ class H2ClientConnection:
                 SettingCodes.MAX_FRAME_SIZE: s.max_frame_size_bytes,
             },
         )
-        port = opts.port
-        self._authority = opts.server_name if port == 443 else f"{opts.server_name}:{port}"
-        self._streams: dict[int, _Pending] = {}
+        self.authority = authority_of(opts.server_name, opts.port)
+        self._streams: dict[int, _H2Exchange] = {}
         self._out = bytearray()  # frames taken from the engine, not yet given to the socket
         self._wake = trio.Event()  # set: the writer has something to send
         self._flushed = trio.Event()  # set once the writer's next write is in the socket
@@ -171,12 +150,10 @@ class H2ClientConnection:
                 self._sending = None
                 done.set()
 
-    def _fail_all(self, error: Exception) -> None:
+    def _fail_all(self, error: RequestFailed) -> None:
         self.closed = True
         for st in list(self._streams.values()):
-            if not st.done.is_set():
-                st.error = error
-                st.done.set()
+            st.fail(error)
             if st.window_event is not None:
                 st.window_event.set()
         self._streams.clear()
@@ -191,7 +168,7 @@ class H2ClientConnection:
         await self._flush()
 
     async def _read_loop(self) -> None:
-        error: Exception = RequestFailed("h2 connection closed by the server")
+        error = RequestFailed("h2 connection closed by the server")
         try:
             while True:
                 data = await self.tls.receive_some(RECEIVE_BYTES)
@@ -229,37 +206,21 @@ class H2ClientConnection:
             st = self._streams.get(ev.stream_id)
             if st is None:
                 return
-            data = ev.data or b""
-            if st.first_byte_ns is None and data:
-                st.first_byte_ns = now
-            st.body_bytes += len(data)
-            st.chunks.append((now, len(data)))
-            if st.keep_body:
-                st.body.append(data)
-            if st.on_chunk is not None:
-                st.on_chunk(data, now)
+            st.on_data(ev.data or b"", now)
         elif isinstance(ev, h2.events.ResponseReceived):
             st = self._streams.get(ev.stream_id)
             if st is not None:
-                for n, v in ev.headers or []:
-                    name, value = n.decode("latin-1"), v.decode("latin-1")
-                    if name == ":status":
-                        st.status = int(value)
-                    else:
-                        st.headers.append((name, value))
+                st.on_head(ev.headers or [])
         elif isinstance(ev, h2.events.StreamEnded):
             st = self._streams.pop(ev.stream_id, None)
             if st is not None:
-                st.end_ns = now
-                st.done.set()
+                st.end(now)
             self._slot.set()
         elif isinstance(ev, h2.events.StreamReset):
             st = self._streams.pop(ev.stream_id, None)
             if st is not None:
                 code = _code(ev.error_code or 0)
-                st.error = RequestFailed(f"h2 stream {ev.stream_id} reset by the server: {code!r}")
-                st.end_ns = now
-                st.done.set()
+                st.fail(RequestFailed(f"h2 stream {ev.stream_id} reset by the server: {code!r}"))
                 if st.window_event is not None:
                     st.window_event.set()
             self._slot.set()
@@ -282,8 +243,7 @@ class H2ClientConnection:
         self.timings.goaway_received = True
         for sid in [sid for sid in self._streams if sid > last_stream_id]:
             st = self._streams.pop(sid)
-            st.error = RequestFailed(f"h2 stream {sid} not processed (GOAWAY {self.goaway_code!r})")
-            st.done.set()
+            st.fail(RequestFailed(f"h2 stream {sid} not processed (GOAWAY {self.goaway_code!r})"))
         self._slot.set()
 
     def _wake_all(self) -> None:
@@ -304,14 +264,14 @@ class H2ClientConnection:
         remote = self.conn.remote_settings.max_concurrent_streams
         return remote if self._settings_seen else min(remote, ASSUMED_MAX_STREAMS)
 
-    async def _send_body(self, st: _Pending, body: bytes) -> None:
+    async def _send_body(self, st: _H2Exchange, body: bytes) -> None:
         view = memoryview(body)
         off = 0
         while off < len(view):
             if st.done.is_set() or self.closed:
                 return
             try:
-                window = self.conn.local_flow_control_window(st.id)
+                window = self.conn.local_flow_control_window(st.stream_id)
             except h2.exceptions.ProtocolError:  # reset or closed: request() reports why
                 return
             if window <= 0:
@@ -324,39 +284,17 @@ class H2ClientConnection:
                 while off < end:
                     n = min(frame, end - off)
                     last = off + n == len(view)
-                    self.conn.send_data(st.id, view[off : off + n].tobytes(), end_stream=last)
+                    self.conn.send_data(
+                        st.stream_id, view[off : off + n].tobytes(), end_stream=last
+                    )
                     off += n
             except h2.exceptions.ProtocolError:
                 return
             await self._flush()
 
-    def _abandon(self, st: _Pending) -> None:
-        """A request left before its stream ended (cancelled): reset it (CANCEL), free its slot."""
-        if self._streams.get(st.id) is not st:
-            return
-        del self._streams[st.id]
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.conn.reset_stream(st.id, ErrorCodes.CANCEL)
-            self._queue()
-        self._slot.set()
-
-    # --- API -----------------------------------------------------------------------------
-    @property
-    def goaway_received(self) -> bool:
-        """The server sent GOAWAY (`timings.goaway_received`)."""
-        return self.timings.goaway_received
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: list[tuple[str, str]] | None = None,
-        body: bytes = b"",
-        keep_body: bool = True,
-        on_chunk: ChunkCallback | None = None,
-    ) -> Response:
-        """Send one request and wait for its whole response; many may run concurrently."""
+    # --- the exchange hooks of ClientConnection.request ----------------------------------
+    async def _open_exchange(self, keep_body: bool, on_chunk: ChunkCallback | None) -> _H2Exchange:
+        """Wait for a free stream slot (the server's SETTINGS_MAX_CONCURRENT_STREAMS)."""
         while (
             not self.closed
             and self.goaway_code is None
@@ -370,41 +308,28 @@ class H2ClientConnection:
         if self.closed:
             raise RequestFailed("h2 connection is closed")
         sid = self.conn.get_next_available_stream_id()
-        st = _Pending(sid, keep_body, on_chunk)
+        st = _H2Exchange(sid, keep_body, on_chunk)
         self._streams[sid] = st
-        head = [
-            (b":method", method.encode()),
-            (b":scheme", b"https"),
-            (b":authority", self._authority.encode()),
-            (b":path", path.encode()),
-        ]
-        head += [(n.lower().encode(), v.encode()) for n, v in headers or []]
-        if body:
-            head.append((b"content-length", str(len(body)).encode()))
-        try:
-            self.conn.send_headers(sid, head, end_stream=not body)
-            await self._flush()
-            if body:
-                await self._send_body(st, body)
-            st.request_sent_ns = time.monotonic_ns()
-            await st.done.wait()
-        finally:
-            self._abandon(st)
-        if st.error is not None:
-            raise st.error
-        return Response(
-            stream_id=sid,
-            status=st.status,
-            headers=st.headers,
-            request_sent_ns=st.request_sent_ns,
-            first_byte_ns=st.first_byte_ns,
-            end_ns=st.end_ns,
-            body_bytes=st.body_bytes,
-            body=b"".join(st.body) if keep_body else None,
-            chunks=st.chunks,
-            early_data=any(n == "lab-early-data" and v == "1" for n, v in st.headers),
-        )
+        return st
 
+    async def _send_request(self, exchange: _H2Exchange, head: Head, body: bytes) -> None:
+        self.conn.send_headers(exchange.stream_id, head, end_stream=not body)
+        await self._flush()
+        if body:
+            await self._send_body(exchange, body)
+        exchange.request_sent_ns = time.monotonic_ns()
+
+    def _close_exchange(self, exchange: _H2Exchange) -> None:
+        """A request left before its stream ended (cancelled): reset it (CANCEL), free its slot."""
+        if self._streams.get(exchange.stream_id) is not exchange:
+            return
+        del self._streams[exchange.stream_id]
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.reset_stream(exchange.stream_id, ErrorCodes.CANCEL)
+            self._queue()
+        self._slot.set()
+
+    # --- API (request() is ClientConnection's) -------------------------------------------
     async def aclose(self) -> None:
         """GOAWAY, close_notify, close the socket; keeps the TLS session for resumption."""
         if self.tls is None:

@@ -14,11 +14,11 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import trio
 
+from lab.http.exchange import ClientConnection, Exchange, Head, authority_of
 from lab.http.h3_control import GoawayWatcher
 from lab.http.h3_driver import QuicDriver, StreamClosedError
 from lab.http.quic_engine import load_engine, peer_stream_credit
@@ -29,33 +29,15 @@ from lab.http.types import (
     ConnectOptions,
     HttpProtocol,
     RequestFailed,
-    Response,
 )
 from lab.http.udp import UdpEndpoint
-
-EARLY_DATA_HEADER = "lab-early-data"
 
 
 class H3RequestError(RequestFailed):
     """The request could not complete: stream reset, GOAWAY, or connection closed."""
 
 
-@dataclass
-class _PendingResponse:
-    on_chunk: ChunkCallback | None
-    keep_body: bool
-    status: int | None = None
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    first_byte_ns: int | None = None
-    end_ns: int | None = None
-    body_bytes: int = 0
-    parts: list[bytes] = field(default_factory=list)
-    chunks: list[tuple[int, int]] = field(default_factory=list)
-    done: trio.Event = field(default_factory=trio.Event)
-    error: str | None = None
-
-
-class H3Connection(QuicDriver):
+class H3Connection(QuicDriver, ClientConnection[Exchange]):
     """An open HTTP/3 connection (the `Connection` protocol of lab.http.types)."""
 
     protocol: HttpProtocol = "h3"
@@ -91,20 +73,13 @@ class H3Connection(QuicDriver):
         # qh3 takes a whole batch of datagrams in one native call; its events then carry the
         # receive time of the batch's last datagram (one wake-up's reads, microseconds apart)
         self._batch_receive = hasattr(quic, "receive_many_datagrams")
-        self._responses: dict[int, _PendingResponse] = {}
-        self._authority = (
-            opts.server_name if opts.port == 443 else f"{opts.server_name}:{opts.port}"
-        )
+        self._responses: dict[int, Exchange] = {}
+        self.authority = authority_of(opts.server_name, opts.port)
 
     @property
     def early_data_accepted(self) -> bool | None:
         """`timings.early_data_accepted`, or None before the handshake completed."""
         return self.timings.early_data_accepted if self.handshake_done.is_set() else None
-
-    @property
-    def goaway_received(self) -> bool:
-        """The server sent GOAWAY (`timings.goaway_received`)."""
-        return self.timings.goaway_received
 
     def _store_ticket(self, ticket: Any) -> None:
         if self.opts.tickets is not None:
@@ -129,9 +104,8 @@ class H3Connection(QuicDriver):
         if self.goaway_stream_id is None or stream_id < self.goaway_stream_id:
             self.goaway_stream_id = stream_id
         for sid, pending in self._responses.items():
-            if sid >= stream_id and not pending.done.is_set():
-                pending.error = f"stream {sid} not processed (GOAWAY {stream_id})"
-                pending.done.set()
+            if sid >= stream_id:
+                pending.fail(H3RequestError(f"stream {sid} not processed (GOAWAY {stream_id})"))
         self.wake()  # requests waiting for stream credit give up
 
     def on_h3_event(self, event: Any, rx_ns: int) -> None:
@@ -140,32 +114,20 @@ class H3Connection(QuicDriver):
         if pending is None:
             return
         if isinstance(event, h3e.HeadersReceived):
-            if pending.status is None:
-                for name, value in event.headers:
-                    if name == b":status":
-                        pending.status = int(value)
-                    elif not name.startswith(b":"):
-                        pending.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+            pending.on_head(event.headers)
         elif isinstance(event, h3e.DataReceived) and event.data:
-            if pending.first_byte_ns is None:
-                pending.first_byte_ns = rx_ns
-            pending.body_bytes += len(event.data)
-            pending.chunks.append((rx_ns, len(event.data)))
-            if pending.keep_body:
-                pending.parts.append(event.data)
-            if pending.on_chunk is not None:
-                pending.on_chunk(event.data, rx_ns)
+            pending.on_data(event.data, rx_ns)
         if getattr(event, "stream_ended", False):
-            pending.end_ns = rx_ns
-            pending.done.set()
+            if pending.status is None:
+                sid = pending.stream_id
+                pending.fail(H3RequestError(f"stream {sid} ended without a response"))
+            pending.end(rx_ns)
 
     def on_terminated(self) -> None:
         super().on_terminated()
         reason = getattr(self.close_reason, "reason_phrase", "") or "connection closed"
         for pending in self._responses.values():
-            if not pending.done.is_set():
-                pending.error = reason
-                pending.done.set()
+            pending.fail(H3RequestError(reason))
         self.handshake_done.set()
 
     # --- I/O tasks -------------------------------------------------------------------------
@@ -189,9 +151,8 @@ class H3Connection(QuicDriver):
     def _check_resets(self) -> None:
         for stream_id in list(self.reset_streams):
             pending = self._responses.get(stream_id)
-            if pending is not None and not pending.done.is_set():
-                pending.error = f"stream {stream_id} reset by the server"
-                pending.done.set()
+            if pending is not None:
+                pending.fail(H3RequestError(f"stream {stream_id} reset by the server"))
 
     async def start(self) -> None:
         """Send the first flight (ClientHello, plus 0-RTT keys when the ticket allows)."""
@@ -200,62 +161,33 @@ class H3Connection(QuicDriver):
             self.ensure_h3()  # SETTINGS and requests go out in 0-RTT packets
         await self.transmit()
 
-    # --- the Connection protocol -----------------------------------------------------------
+    # --- the exchange hooks of ClientConnection.request (the Connection protocol) ----------
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: list[tuple[str, str]] | None = None,
-        body: bytes = b"",
-        keep_body: bool = True,
-        on_chunk: ChunkCallback | None = None,
-    ) -> Response:
-        """Send one request and wait for the whole response (CLOCK_MONOTONIC ns timings)."""
+    async def _open_exchange(self, keep_body: bool, on_chunk: ChunkCallback | None) -> Exchange:
         await self._wait_stream_credit()
         self.ensure_h3()
-        early = not self.handshake_done.is_set() and self.ticket_allows_early_data
         stream_id = self.quic.get_next_available_stream_id()
-        pending = _PendingResponse(on_chunk=on_chunk, keep_body=keep_body)
-        self._responses[stream_id] = pending
-        head = [
-            (b":method", method.encode()),
-            (b":scheme", b"https"),
-            (b":authority", self._authority.encode()),
-            (b":path", path.encode()),
-        ]
-        head += [(k.lower().encode(), v.encode()) for k, v in headers or []]
-        if body:
-            head.append((b"content-length", str(len(body)).encode()))
+        exchange = self._responses[stream_id] = Exchange(stream_id, keep_body, on_chunk)
+        return exchange
+
+    async def _send_request(self, exchange: Exchange, head: Head, body: bytes) -> None:
+        """Requests sent before the handshake completed leave in 0-RTT when the ticket allows."""
+        early = not self.handshake_done.is_set() and self.ticket_allows_early_data
+        stream_id = exchange.stream_id
         try:
             self.h3.send_headers(stream_id, head, end_stream=not body)
             if body:
                 await self.write_body(stream_id, body, end_stream=True)
             else:
                 await self.transmit()
-            request_sent_ns = time.monotonic_ns()
-            if early:
-                self.timings.early_data_sent = True
-            await pending.done.wait()
         except StreamClosedError as exc:
             raise H3RequestError(str(exc)) from exc
-        finally:
-            self._responses.pop(stream_id, None)
-        if pending.error is not None or pending.status is None:
-            raise H3RequestError(pending.error or f"stream {stream_id} ended without a response")
-        return Response(
-            stream_id=stream_id,
-            status=pending.status,
-            headers=pending.headers,
-            request_sent_ns=request_sent_ns,
-            first_byte_ns=pending.first_byte_ns,
-            end_ns=pending.end_ns or time.monotonic_ns(),
-            body_bytes=pending.body_bytes,
-            body=b"".join(pending.parts) if keep_body else None,
-            chunks=pending.chunks,
-            early_data=dict(pending.headers).get(EARLY_DATA_HEADER) == "1",
-        )
+        exchange.request_sent_ns = time.monotonic_ns()
+        if early:
+            self.timings.early_data_sent = True
+
+    def _close_exchange(self, exchange: Exchange) -> None:
+        self._responses.pop(exchange.stream_id, None)
 
     async def _wait_stream_credit(self) -> None:
         """Wait until the server's MAX_STREAMS lets one more request stream open (as the h2

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,7 +34,7 @@ def valid_namespace(ns: str) -> bool:
     return bool(_NS_RE.match(ns))
 
 
-def _pod_dict(ns: str, i: int, padding: str) -> dict:
+def _pod_dict(ns: str, i: int, padding: str) -> dict[str, object]:
     name = f"pod-{i:05d}"
     return {
         "metadata": {
@@ -53,7 +54,7 @@ def _pod_dict(ns: str, i: int, padding: str) -> dict:
     }
 
 
-def _dumps(obj: dict) -> bytes:
+def _dumps(obj: Mapping[str, object]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
@@ -115,7 +116,7 @@ def plan_page(total: int, limit: int, continue_token: str) -> ListPage:
 
 def pod_list_json(ns: str, page: ListPage, pod_size_bytes: int) -> list[bytes]:
     """A PodList for `page`, as a list of byte pieces (join or send them in order)."""
-    meta: dict = {"resourceVersion": str(LIST_RESOURCE_VERSION)}
+    meta: dict[str, object] = {"resourceVersion": str(LIST_RESOURCE_VERSION)}
     if page.continue_token:
         meta["continue"] = page.continue_token
         meta["remainingItemCount"] = page.remaining

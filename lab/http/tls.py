@@ -22,11 +22,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from lab.results.atomic import write_bytes
+
 LAB_SERVER_ADDRESSES = ("198.51.100.2", "2001:db8:2::2")  # the server namespace's addresses
 DEFAULT_SANS = ("localhost", "127.0.0.1", "::1", *LAB_SERVER_ADDRESSES)
 DEFAULT_CERT_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lab" / "tls"
 H2_ALPN = ("h2", "http/1.1")
-_VALID_DAYS = 825
+_VALID_DAYS = 825  # the leaf's
+_CA_VALID_DAYS = 3650
 _RENEW_BEFORE = dt.timedelta(days=7)
 
 
@@ -44,18 +47,6 @@ def _paths(cert_dir: Path) -> CertPaths:
     return CertPaths(
         cert_dir / "ca.pem", cert_dir / "ca-key.pem", cert_dir / "cert.pem", cert_dir / "key.pem"
     )
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically (temp file + rename) with the given permission bits."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -80,38 +71,49 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _issue_ca(paths: CertPaths) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab test CA")])
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, valid_days: int
+) -> x509.CertificateBuilder:
+    """A certificate for `key`, valid from an hour ago (clock skew) for `valid_days` days."""
     now = _now()
-    cert = (
+    return (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=3650))
+        .not_valid_after(now + dt.timedelta(days=valid_days))
+    )
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """Digital signatures; for a CA also certificate and CRL signing."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _issue_ca(paths: CertPaths) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab test CA")])
+    cert = (
+        _builder(name, name, key, _CA_VALID_DAYS)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write(paths.ca_key, _key_pem(key), 0o600)
-    _write(paths.ca_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_bytes(paths.ca_key, _key_pem(key), mode=0o600)
+    write_bytes(paths.ca_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return cert, key
 
 
@@ -119,40 +121,21 @@ def _issue_leaf(
     paths: CertPaths, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, sans: Sequence[str]
 ) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab server")])
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab server")]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=_VALID_DAYS))
+        _builder(name, ca.subject, key, _VALID_DAYS)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(_san_entries(sans)), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write(paths.key, _key_pem(key), 0o600)
-    _write(paths.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_bytes(paths.key, _key_pem(key), mode=0o600)
+    write_bytes(paths.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
 def _usable(cert_file: Path, sans: Sequence[str], issuer: x509.Certificate | None) -> bool:

@@ -16,6 +16,8 @@ from lab.http.settings import H2Settings, QuicSettings
 HttpProtocol = Literal["h2", "h3"]
 ConnectMode = Literal["cold", "resumed", "zero_rtt"]
 ChunkCallback = Callable[[bytes, int], None]  # (data, receive time in CLOCK_MONOTONIC ns)
+# the reference server's response header: "1" when the request arrived as 0-RTT data, else "0"
+EARLY_DATA_HEADER = "lab-early-data"
 
 
 class RequestFailed(ConnectionError):

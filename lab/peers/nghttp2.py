@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.peers.argv import option, switch
+
 H2LOAD = "h2load"
 NGHTTP = "nghttp"
 
@@ -35,20 +37,18 @@ class H2loadArgs:
 
 def h2load_argv(a: H2loadArgs, binary: str = H2LOAD) -> list[str]:
     """The h2load command line (TLS with ALPN h2 for https:// URLs)."""
-    out = [
+    return [
         binary,
         f"--requests={a.requests}",
         f"--clients={a.clients}",
         f"--max-concurrent-streams={a.max_concurrent_streams}",
         f"--threads={a.threads}",
+        *option("--window-bits", a.window_bits),
+        *option("--connection-window-bits", a.connection_window_bits),
+        *(f"--header={h}" for h in a.headers),
+        *a.extra,
+        *a.urls,
     ]
-    if a.window_bits is not None:
-        out.append(f"--window-bits={a.window_bits}")
-    if a.connection_window_bits is not None:
-        out.append(f"--connection-window-bits={a.connection_window_bits}")
-    for h in a.headers:
-        out.append(f"--header={h}")
-    return [*out, *a.extra, *a.urls]
 
 
 @dataclass(frozen=True)
@@ -136,16 +136,16 @@ class NghttpArgs:
 
 def nghttp_argv(a: NghttpArgs, binary: str = NGHTTP) -> list[str]:
     """The nghttp command line; bodies go to stdout unless null_out."""
-    out = [binary, f"--timeout={a.timeout}"]
-    if a.har_file is not None:
-        out.append(f"--har={a.har_file}")
-    if a.null_out:
-        out.append("--null-out")
-    if a.window_bits is not None:
-        out.append(f"--window-bits={a.window_bits}")
-    if a.connection_window_bits is not None:
-        out.append(f"--connection-window-bits={a.connection_window_bits}")
-    return [*out, *a.extra, *a.urls]
+    return [
+        binary,
+        f"--timeout={a.timeout}",
+        *option("--har", a.har_file),
+        *switch("--null-out", a.null_out),
+        *option("--window-bits", a.window_bits),
+        *option("--connection-window-bits", a.connection_window_bits),
+        *a.extra,
+        *a.urls,
+    ]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.peers.argv import option, switch
+
 SERVER_BINARY = "gtlsserver"
 CLIENT_BINARY = "gtlsclient"
 
@@ -37,17 +39,19 @@ class ServerArgs:
 
 def server_argv(a: ServerArgs, binary: str = SERVER_BINARY) -> list[str]:
     """The gtlsserver command line."""
-    out = [binary]
-    if a.quiet:
-        out.append("--quiet")
-    if a.htdocs is not None:
-        out.append(f"--htdocs={a.htdocs}")
-    if a.qlog_dir is not None:
-        out.append(f"--qlog-dir={a.qlog_dir}")
-    if a.max_dyn_length is not None:
-        out.append(f"--max-dyn-length={a.max_dyn_length}")
-    out += [f"--cc={a.cc}", *a.extra, a.host, str(a.port), str(a.key_file), str(a.cert_file)]
-    return out
+    return [
+        binary,
+        *switch("--quiet", a.quiet),
+        *option("--htdocs", a.htdocs),
+        *option("--qlog-dir", a.qlog_dir),
+        *option("--max-dyn-length", a.max_dyn_length),
+        f"--cc={a.cc}",
+        *a.extra,
+        a.host,
+        str(a.port),
+        str(a.key_file),
+        str(a.cert_file),
+    ]
 
 
 @dataclass(frozen=True)
@@ -73,26 +77,27 @@ class ClientArgs:
 
 def client_argv(a: ClientArgs, binary: str = CLIENT_BINARY) -> list[str]:
     """The gtlsclient command line; it exits when every stream is closed."""
-    out = [binary, "--exit-on-all-streams-close", "--no-quic-dump", "--no-http-dump"]
-    if a.quiet:
-        out.append("--quiet")
-    for flag, value in (
-        ("--session-file", a.session_file),
-        ("--tp-file", a.tp_file),
-        ("--qlog-dir", a.qlog_dir),
-        ("--download", a.download_dir),
-        ("--sni", a.sni),
-    ):
-        if value is not None:
-            out.append(f"{flag}={value}")
-    if a.requests is not None:
-        out.append(f"--nstreams={a.requests}")
-    if a.disable_early_data:
-        out.append("--disable-early-data")
-    if a.method != "GET":
-        out.append(f"--http-method={a.method}")
-    out += [f"--timeout={a.timeout}", f"--cc={a.cc}", *a.extra]
-    return [*out, a.host, str(a.port), *a.urls]
+    return [
+        binary,
+        "--exit-on-all-streams-close",
+        "--no-quic-dump",
+        "--no-http-dump",
+        *switch("--quiet", a.quiet),
+        *option("--session-file", a.session_file),
+        *option("--tp-file", a.tp_file),
+        *option("--qlog-dir", a.qlog_dir),
+        *option("--download", a.download_dir),
+        *option("--sni", a.sni),
+        *option("--nstreams", a.requests),
+        *switch("--disable-early-data", a.disable_early_data),
+        *option("--http-method", None if a.method == "GET" else a.method),
+        f"--timeout={a.timeout}",
+        f"--cc={a.cc}",
+        *a.extra,
+        a.host,
+        str(a.port),
+        *a.urls,
+    ]
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import resource
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 import trio
 
+from lab.results.atomic import write_json
 from lab.run.stack import AgentConfig, client_settings
 from lab.workloads import estimate_s, module
 from lab.workloads.base import WorkloadContext
@@ -134,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "ended_ns": time.monotonic_ns(),
         "workloads": results,
     }
-    tmp = Path(cfg.out + ".tmp")
-    tmp.write_text(json.dumps(out))
-    tmp.replace(cfg.out)
+    write_json(cfg.out, out, indent=None)
     return 0
 
 

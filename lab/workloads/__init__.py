@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-KINDS: tuple[str, ...] = ("watch", "handshake", "bulk", "multiplex", "rpc_under_load", "k8s_mix")
+from lab.scenario.workloads import WORKLOAD_KINDS, Workload
+
+KINDS: tuple[str, ...] = tuple(WORKLOAD_KINDS)  # a module lab/workloads/<kind>.py each
 
 
 def module(kind: str) -> ModuleType:
@@ -20,7 +22,6 @@ def module(kind: str) -> ModuleType:
     return importlib.import_module(f"lab.workloads.{kind}")
 
 
-def estimate_s(params: object, base_rtt_ms: float, rate_mbit: float | None) -> float:
+def estimate_s(params: Workload, base_rtt_ms: float, rate_mbit: float | None) -> float:
     """Rough duration in seconds of one run of that workload (for the run's estimate)."""
-    kind = params.kind  # type: ignore[attr-defined]
-    return float(module(kind).estimate_s(params, base_rtt_ms, rate_mbit))
+    return float(module(params.kind).estimate_s(params, base_rtt_ms, rate_mbit))
