@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from lab.net import nsenter
-from lab.results.store import AGGREGATE_METRICS, SAMPLE_METRICS, load
+from lab.results.reader import load
+from lab.results.schema import AGGREGATE_METRICS, SAMPLE_METRICS
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(600)]
 

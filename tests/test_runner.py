@@ -1,18 +1,32 @@
-"""The runner's pure parts (protocol order, seeds, plan, samples from agent results, estimates)
-and `lab run`'s refusal of bad input (exit 2, file:line, nothing created)."""
+"""The runner's pure parts (protocol order, seeds, plan, samples from agent results, estimates),
+`lab run`'s refusal of bad input (exit 2, file:line, nothing created), and, for real, how it
+watches its children (a dead emulator or server fails the repetition at once) and what `lab clean`
+removes after a SIGKILL (the run's work directory too)."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lab.results.store import samples_frame
-from lab.run import runner
+from lab.net import nsenter
+from lab.net.clean import clean
+from lab.net.runlock import LOCK_DIR, is_live
+from lab.net.workdir import workdir_path
+from lab.results.schema import samples_frame
+from lab.run.collect import axis_value, cell_frame
+from lab.run.plan import bytes_sizes, cell_seed, effective_rate, mean_loss, plan, protocol_order
+from lab.run.records import CellOutcome
+from lab.run.runner import Hooks, RunOptions, describe, execute, prepare
 from lab.scenario.load import load_scenario, parse_scenario
 from lab.scenario.matrix import expand_cells
 
@@ -37,26 +51,26 @@ def _cells():
 
 
 def test_protocol_order_alternates_between_repetitions() -> None:
-    assert runner.protocol_order(["h2", "h3"], 0) == ["h2", "h3"]
-    assert runner.protocol_order(["h2", "h3"], 1) == ["h3", "h2"]
-    assert runner.protocol_order(["h2", "h3"], 2) == ["h2", "h3"]
-    assert runner.protocol_order(["h3"], 1) == ["h3"]
+    assert protocol_order(["h2", "h3"], 0) == ["h2", "h3"]
+    assert protocol_order(["h2", "h3"], 1) == ["h3", "h2"]
+    assert protocol_order(["h2", "h3"], 2) == ["h2", "h3"]
+    assert protocol_order(["h3"], 1) == ["h3"]
 
 
 def test_seeds_derive_from_the_scenario_seed() -> None:
     cells = _cells()
-    seeds = {(c.id, r): runner.cell_seed(c, r) for c in cells for r in range(2)}
+    seeds = {(c.id, r): cell_seed(c, r) for c in cells for r in range(2)}
     assert len(set(seeds.values())) == 4  # distinct per cell and repetition
     ss = np.random.SeedSequence([5, 1, 1])
     assert seeds[("c001", 1)] == int(ss.generate_state(1, np.uint64)[0])
-    again = {(c.id, r): runner.cell_seed(c, r) for c in _cells() for r in range(2)}
+    again = {(c.id, r): cell_seed(c, r) for c in _cells() for r in range(2)}
     assert again == seeds  # reproducible
     other = expand_cells(parse_scenario(TWO_CELLS.replace("seed: 5", "seed: 6")))
-    assert runner.cell_seed(other[0], 0) != seeds[("c000", 0)]
+    assert cell_seed(other[0], 0) != seeds[("c000", 0)]
 
 
 def test_plan_covers_every_cell_once_per_repetition_repetition_major() -> None:
-    pairs = [(c.id, r) for c, r in runner.plan(_cells(), 2)]
+    pairs = [(c.id, r) for c, r in plan(_cells(), 2)]
     assert pairs == [("c000", 0), ("c001", 0), ("c000", 1), ("c001", 1)]
 
 
@@ -132,7 +146,7 @@ def _agent_result() -> dict:
 
 def test_cell_frame_from_agent_rows() -> None:
     cell = _cells()[1]
-    frame, errors = runner.cell_frame(cell, 1, "h3", "reference", _agent_result(), emulator=True)
+    frame, errors = cell_frame(cell, 1, "h3", "reference", _agent_result(), emulator=True)
     assert errors == []
     df = samples_frame(frame)  # the results contract accepts it
     assert set(df["cell"]) == {"c001"} and set(df["repetition"]) == {1}
@@ -159,7 +173,7 @@ def test_cell_frame_flags_cpu_bound_and_reports_failures() -> None:
     result = _agent_result()
     result["workloads"][1]["cpu"]["server_s"] = 0.46  # 92 % of one core over 0.5 s
     result["workloads"][0]["error"] = "TimeoutError: boom"
-    frame, errors = runner.cell_frame(cell, 0, "h2", "reference", result, emulator=False)
+    frame, errors = cell_frame(cell, 0, "h2", "reference", result, emulator=False)
     assert errors == [("watch", "TimeoutError: boom")]
     assert set(frame["workload"]) == {"handshake"}
     agg = frame[frame["stream"].isna()].set_index("metric")["value"]
@@ -168,11 +182,11 @@ def test_cell_frame_flags_cpu_bound_and_reports_failures() -> None:
 
 
 def test_axis_values_are_parquet_friendly() -> None:
-    assert runner.axis_value(0.01) == 0.01
-    assert runner.axis_value({"model": "bernoulli", "rate": 0.01}) == (
+    assert axis_value(0.01) == 0.01
+    assert axis_value({"model": "bernoulli", "rate": 0.01}) == (
         '{"model": "bernoulli", "rate": 0.01}'
     )
-    assert runner.axis_value(["h2"]) == '["h2"]'
+    assert axis_value(["h2"]) == '["h2"]'
 
 
 def test_bytes_sizes_lists_what_the_workloads_fetch() -> None:
@@ -182,14 +196,14 @@ def test_bytes_sizes_lists_what_the_workloads_fetch() -> None:
         "  - {kind: rpc_under_load, rpc_bytes: 1000, bulk_bytes: 1500000}\n"
         "  - {kind: handshake, response_bytes: 100}\n  - {kind: watch}\n"
     )
-    assert runner.bytes_sizes(expand_cells(sc)[0]) == (100, 1000, 25000, 1500000, 2000000)
+    assert bytes_sizes(expand_cells(sc)[0]) == (100, 1000, 25000, 1500000, 2000000)
 
 
 def test_shipped_scenarios_estimates() -> None:
     """lossy.yaml's own estimate stays within its 10-minute budget; smoke within 60 s."""
     for name, budget in (("lossy", 600), ("smoke", 60)):
         sc = load_scenario(SCENARIOS / f"{name}.yaml")
-        _, _, est = runner.describe(sc, runner.RunOptions())
+        _, _, est = describe(sc, RunOptions())
         assert 0 < est <= budget * 1.25, (name, est)
     for name in ("baseline", "bursty", "handshake", "k8s"):
         sc = load_scenario(SCENARIOS / f"{name}.yaml")
@@ -205,11 +219,11 @@ def test_shipped_scenarios_estimates() -> None:
 
 def test_effective_rate_caps_by_loss() -> None:
     lossless = _cells()[0]
-    assert runner.effective_rate(lossless) == 10
+    assert effective_rate(lossless) == 10
     lossy = expand_cells(load_scenario(SCENARIOS / "lossy.yaml"))[0]
     # 1 % at 50 ms RTT: 1.5 × Mathis ≈ 4.2 Mbit/s, well below the 20 Mbit/s link
-    assert runner.effective_rate(lossy) == pytest.approx(4.24, rel=0.01)
-    assert runner.mean_loss(lossy) == 0.01
+    assert effective_rate(lossy) == pytest.approx(4.24, rel=0.01)
+    assert mean_loss(lossy) == 0.01
 
 
 # --- lab run refuses bad input ---------------------------------------------------------------
@@ -256,11 +270,11 @@ def test_unsupported_workload_for_server_is_refused(tmp_path: Path) -> None:
 
 def test_summary_frame_round_trip() -> None:
     """Samples built by cell_frame summarise into one row per cell × protocol × workload."""
-    from lab.results.store import summarise
+    from lab.results.summary import summarise
 
     cell = _cells()[1]
-    f1, _ = runner.cell_frame(cell, 0, "h3", "reference", _agent_result(), emulator=True)
-    f2, _ = runner.cell_frame(cell, 1, "h3", "reference", _agent_result(), emulator=True)
+    f1, _ = cell_frame(cell, 0, "h3", "reference", _agent_result(), emulator=True)
+    f2, _ = cell_frame(cell, 1, "h3", "reference", _agent_result(), emulator=True)
     summary = summarise(samples_frame(pd.concat([f1, f2], ignore_index=True)))
     assert len(summary) == 2
     assert set(summary["n_repetitions"]) == {2}
@@ -294,7 +308,149 @@ def test_progress_formatting_and_summary_table() -> None:
     cell = _cells()[0]
     hooks.start(total=2, done=0, estimate_s=10)
     hooks.cell_started(cell, 0)
-    hooks.cell_finished(runner.CellOutcome("c000", 0, ok=True, seed=1, wall_s=3.0))
+    hooks.cell_finished(CellOutcome("c000", 0, ok=True, seed=1, wall_s=3.0))
     hooks.close()
     out = console.export_text()
     assert "[1/2] c000 rep 0" in out and "ok in 3.0 s" in out and "ETA" in out
+
+
+# --- the runner watches its children (real namespaces, emulator, server, agents) -------------
+TINY = """
+name: tiny
+seed: 3
+repeat: 3
+link: {delay_ms: 5, rate_mbit: 10}
+protocols: [h2, h3]
+workloads:
+  - {kind: watch, streams: 2, interval_ms: 20, duration_s: 3}
+"""
+
+
+def _needs_netns() -> None:
+    if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
+        pytest.skip("needs root and /dev/net/tun")
+
+
+# repetition → (namespace whose process is stopped, signal): SIGTERM makes the emulator write
+# its outputs and exit 0, as in issue 9 (the pair used to be marked completed, `problems: []`)
+VICTIMS = {0: ("rtr", signal.SIGTERM), 1: ("srv", signal.SIGKILL)}
+
+
+class _KillOneChild(Hooks):
+    """1 s into a repetition's first protocol, stop what one of its namespaces runs: the
+    emulator (router namespace, SIGTERM) on repetition 0, the server (SIGKILL) on 1."""
+
+    def __init__(self, meta: dict) -> None:
+        self.meta = meta  # the RunWriter's run.json, whose `current` names the topology
+        self.killed: dict[int, list[int]] = {}
+        self.repetition = -1
+
+    def cell_started(self, cell, repetition: int) -> None:
+        self.repetition = repetition
+
+    def phase(self, text: str) -> None:
+        rep = self.repetition
+        if text in ("h2", "h3") and rep in VICTIMS and rep not in self.killed:
+            self.killed[rep] = []
+            ns, sig = VICTIMS[rep]
+            ns = f"{self.meta['current']['prefix']}-{ns}"
+            threading.Thread(target=self._kill, args=(rep, ns, sig), daemon=True).start()
+
+    def _kill(self, rep: int, ns: str, sig: int) -> None:
+        time.sleep(1.0)
+        for pid in nsenter.ns_pids(ns):
+            os.kill(pid, sig)
+            self.killed[rep].append(pid)
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(300)
+def test_a_dead_emulator_or_server_fails_the_repetition_at_once(tmp_path: Path) -> None:
+    _needs_netns()
+    prep = prepare(
+        parse_scenario(TINY), None, RunOptions(backend="emulator", out_dir=tmp_path / "results")
+    )
+    hooks = _KillOneChild(prep.writer.meta)
+    outcome = execute(prep, hooks)
+    assert hooks.killed[0] and hooks.killed[1], "nothing was killed"
+    assert outcome.status == "complete"
+    by_rep = {o.repetition: o for o in outcome.cells}
+    assert [by_rep[r].ok for r in range(3)] == [False, False, True]
+    # the watch workload alone may take 4 × 3 s + 20 s, the agent 4 × 3 s + 25 s: failing at
+    # once means set-up, the 1 s before the kill, and teardown
+    assert by_rep[0].wall_s < 12 and by_rep[1].wall_s < 12, (by_rep[0], by_rep[1])
+    meta = json.loads((outcome.path / "run.json").read_text())
+    assert meta["completed"] == [["c000", 2]]  # --resume redoes repetitions 0 and 1
+    assert not meta["cell_runs"]["c000-0"]["ok"] and meta["cell_runs"]["c000-2"]["ok"]
+    errors = json.loads((outcome.path / "errors.json").read_text())
+    said = {r: " ".join(e["error"] for e in errors if e["repetition"] == r) for r in range(3)}
+    assert "emulator exited (status 0)" in said[0], said
+    assert "server exited (signal SIGKILL)" in said[1], said
+    assert said[2] == ""
+    samples = outcome.results.samples
+    assert set(samples["repetition"]) == {2}
+
+
+def _locked_by(pid: int) -> set[str]:
+    """Run prefixes whose lock file names `pid` (the runner's own and its topology's)."""
+    found = set()
+    for f in LOCK_DIR.glob("lab*.lock"):
+        try:
+            if f.read_text().strip() == str(pid):
+                found.add(f.stem)
+        except FileNotFoundError:
+            continue
+    return found
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(300)
+def test_lab_clean_removes_a_sigkilled_runs_work_directory(tmp_path: Path) -> None:
+    _needs_netns()
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(TINY.replace("repeat: 3", "repeat: 1"))
+    argv = ["run", str(scenario), "--out", str(tmp_path / "r"), "--impair", "emulator", "--yes"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    prefixes: set[str] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until its agents are started: lock, work directory, namespaces all exist
+            assert proc.poll() is None, "lab run ended early"
+            prefixes |= _locked_by(proc.pid)
+            workdirs = [workdir_path(p) for p in prefixes if workdir_path(p).is_dir()]
+            if workdirs and list(workdirs[0].glob("*-config.json")):
+                break
+            assert time.monotonic() < deadline, "the run's agents did not start"
+            time.sleep(0.05)
+        (workdir,) = workdirs
+        run_prefix = workdir.name.removeprefix("lab-run-")
+        (topo_prefix,) = prefixes - {run_prefix}
+        assert (workdir / "tls" / "key.pem").exists()  # what must not stay behind
+        live = clean(run_prefix)
+        assert live.skipped_live == [run_prefix] and workdir.is_dir()  # a live run is kept
+
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert workdir.is_dir() and not is_live(run_prefix)  # left behind, and dead
+        for p in (topo_prefix, run_prefix):  # its processes first: they write into workdir
+            out = subprocess.run(
+                [sys.executable, "-m", "lab", "clean", "--prefix", p],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert "removed" in out, out
+        assert not workdir.exists()
+        assert not [ns for ns in nsenter.list_namespaces() if ns.startswith(topo_prefix)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in prefixes:
+            clean(p, force=True)

@@ -13,6 +13,7 @@ from lab.http.h2_server import SEND_BATCH_BYTES, send_batch_bytes
 from lab.http.tcp import congestion_of, notsent_lowat_of, set_tcp_options
 from lab.run import runner
 from lab.run.agent import client_settings, context
+from lab.run.stack import reference_config
 from lab.scenario.load import load_scenario, parse_scenario
 from lab.scenario.matrix import expand_cells, resolved
 from lab.scenario.models import StackSpec
@@ -129,7 +130,7 @@ def test_serve_args_parse_back_into_the_reported_config() -> None:
     (cell,) = _cells("stack: {tcp_notsent_lowat_bytes: 4096, max_concurrent_streams: 7}\n")
     stack = runner.cell_stack(cell)
     args = build_parser().parse_args(["serve", *runner.reference_serve_args(stack)])
-    cfg = runner.reference_config(stack)
+    cfg = reference_config(stack)
     assert args.notsent_lowat == cfg.h2.tcp_notsent_lowat_bytes == 4096
     assert args.max_streams == cfg.h2.max_concurrent_streams == 7
     assert (args.h2_cc or args.cc) == cfg.h2.tcp_congestion

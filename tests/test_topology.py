@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -15,8 +16,9 @@ from pyroute2 import IPRoute
 from lab.net import nsenter
 from lab.net.clean import clean
 from lab.net.names import IFNAMSIZ, Names, new_prefix, prefix_of
-from lab.net.runlock import is_live
-from lab.net.topology import Topology, TopologyError
+from lab.net.runlock import RunLock, is_live
+from lab.net.topology import ADDRESSES, Addresses, Topology, TopologyError
+from lab.net.workdir import create_workdir, workdir_path, workdir_prefixes
 from lab.run.lifecycle import TeardownRegistry, registry
 
 pytestmark = pytest.mark.netns
@@ -65,6 +67,32 @@ def test_teardown_registry_runs_lifo_once_and_survives_errors() -> None:
     reg.run_all()
     assert calls == ["d", "a"]
     assert len(reg) == 0
+
+
+def test_addresses_are_plain_attributes() -> None:
+    t = Topology(new_prefix())  # not up: nothing is created
+    assert {f.name for f in dataclasses.fields(Addresses)} <= set(vars(t))
+    assert (t.server_v4, t.router_client_v6) == (ADDRESSES.server_v4, ADDRESSES.router_client_v6)
+    with pytest.raises(AttributeError):
+        t.client_v5  # noqa: B018 — no __getattr__ invents it
+
+
+def test_clean_removes_dead_work_directories_and_keeps_live_ones() -> None:
+    dead, live = new_prefix(), new_prefix()
+    lock = RunLock(live)
+    lock.acquire()
+    try:
+        for p in (dead, live):
+            (create_workdir(p) / "key.pem").write_text("secret")
+        assert {dead, live} <= workdir_prefixes()
+        report = clean(dead)
+        assert f"workdir {workdir_path(dead)}" in report.removed
+        assert not workdir_path(dead).exists()
+        assert clean(live).skipped_live == [live] and workdir_path(live).is_dir()
+    finally:
+        lock.release()
+        clean(live)
+    assert not workdir_path(live).exists()
 
 
 # --- real namespaces ----------------------------------------------------------------------
@@ -154,21 +182,23 @@ def test_two_topologies_coexist() -> None:
 
 
 _CHILD = """
-import sys, time
+import contextlib, sys, time
 from lab.net.topology import Topology
 from lab.link.emulator import EmulatorProcess
 from lab.link.spec import LinkSpec
 from lab.run import lifecycle
 lifecycle.install_signal_handlers()  # as the CLI does
-topo = Topology().up()
-lifecycle.registry.push("topology", topo.down)  # as the runner does
-emu = None
-if sys.argv[1] == "emulator":
-    emu = EmulatorProcess(topo, LinkSpec(), seed=1, out_dir=sys.argv[2])
-    emu.start()
-    lifecycle.registry.push("emulator", emu.kill)
-print(topo.prefix, emu.pid if emu else 0, flush=True)
-time.sleep(60)
+with contextlib.ExitStack() as stack:  # as the runner owns a cell's lifetimes
+    topo = Topology()
+    lifecycle.owned(stack, "topology", topo.down)
+    topo.up()
+    emu = None
+    if sys.argv[1] == "emulator":
+        emu = EmulatorProcess(topo, LinkSpec(), seed=1, out_dir=sys.argv[2])
+        lifecycle.owned(stack, "emulator", emu.kill)
+        emu.start()
+    print(topo.prefix, emu.pid if emu else 0, flush=True)
+    time.sleep(60)
 """
 
 

@@ -21,7 +21,8 @@ It prints `ready` on stdout once attached, stops on SIGTERM/SIGINT, and then wri
 `emulator.json` (per-direction counters, lateness stats, TUN TX-dropped, CPU, realtime) and
 `drops.csv` (time_ns, direction, ip_proto, length, reason; time is CLOCK_MONOTONIC ns).
 
-From Python: `EmulatorProcess(topology, link, seed, out_dir)`, `.start()`, `.stop()`.
+From Python: `EmulatorProcess(topology, link, seed, out_dir)`, `.start()`, `.stop()`, `.poll()`,
+`.kill()`; its owner (the runner) makes sure `kill()` runs on every way out.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import time
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,7 @@ from lab.errors import RunError
 from lab.link.model import Deliver, DirectionModel, build_models
 from lab.link.spec import LinkSpec
 from lab.net import tun
+from lab.results.atomic import write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,7 +160,8 @@ def _try_realtime() -> tuple[bool, str]:
     return True, ""
 
 
-def _percentiles(values: array) -> dict[str, float | int]:
+def _percentiles(values: array[int]) -> dict[str, float | int | None]:
+    """count, p50, p99 and max of `values` (None when empty)."""
     if not values:
         return {"count": 0, "p50": None, "p99": None, "max": None}
     s = sorted(values)
@@ -175,6 +179,23 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
     stats dict that was written to emulator.json."""
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    dirs = _attach(cfg)
+    try:
+        realtime = _try_realtime() if cfg.realtime else (False, "not requested")
+        with _stop_on_signals() as stop:
+            started_ns = time.monotonic_ns()
+            if ready_out is not None:
+                print("ready", file=ready_out, flush=True)
+            loop = _emulate(dirs, stop, cfg)
+    finally:
+        for d in dirs.values():
+            os.close(d.fd)
+    return _write_outputs(cfg, out_dir, dirs, loop, started_ns, realtime)
+
+
+# --- set-up ---------------------------------------------------------------------------------
+def _attach(cfg: EmulatorConfig) -> dict[str, _Direction]:
+    """Both directions, attached to their (existing) TUN devices, with their seeded models."""
     for name in (cfg.tun_uplink, cfg.tun_downlink):
         try:
             socket.if_nametoindex(name)  # attach() would silently create a fresh device
@@ -194,22 +215,56 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
     }
     if not tun.wait_operstate_up([cfg.tun_uplink, cfg.tun_downlink]):
         print("emulator: warning: TUN devices not up after 5 s", file=sys.stderr)
-    rt_granted, rt_error = _try_realtime() if cfg.realtime else (False, "not requested")
+    return dirs
 
-    stop = False
+
+class _StopRequest:
+    """Set by SIGTERM/SIGINT; `wake_fd` then becomes readable (signal.set_wakeup_fd), so the
+    hot loop's select returns at once."""
+
+    __slots__ = ("requested", "wake_fd")
+
+    def __init__(self, wake_fd: int) -> None:
+        self.requested = False
+        self.wake_fd = wake_fd
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopRequest]:
+    """SIGTERM and SIGINT request a stop while the block runs."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    stop = _StopRequest(wake_r)
 
     def _on_signal(_signum: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
+        stop.requested = True
 
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    try:
+        yield stop
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(wake_r)
+        os.close(wake_w)
 
+
+# --- the hot loop ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _LoopEnd:
+    """What the hot loop leaves: the drop log rows, packets still queued, when it stopped."""
+
+    drops: list[tuple[int, str, int, int, str]]  # time_ns, direction, ip_proto, length, reason
+    pending: dict[str, int]  # direction → packets in the heap at stop
+    stopped_ns: int
+
+
+def _emulate(dirs: dict[str, _Direction], stop: _StopRequest, cfg: EmulatorConfig) -> _LoopEnd:
+    """Read, decide, hold and release packets until a stop is requested."""
     drops: list[tuple[int, str, int, int, str]] = []
     heap: list[tuple[int, int, _Direction, bytes]] = []
     by_fd = {d.fd: d for d in dirs.values()}
+    wake_r = stop.wake_fd
     rfds = [wake_r, *by_fd]
     early_ns = int(cfg.early_wake_us * 1000)
     tol_ns = int(cfg.tolerance_us * 1000)
@@ -217,13 +272,10 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
     heappush, heappop = heapq.heappush, heapq.heappop
     write, read = os.write, os.read
     seq = 0
-    started_ns = mono()
 
-    if ready_out is not None:
-        print("ready", file=ready_out, flush=True)
     gc.disable()  # no collector pauses in the hot loop; packets make no reference cycles
     try:
-        while not stop:
+        while not stop.requested:
             now = mono()
             while heap and heap[0][0] <= now + tol_ns:
                 release, _, d, pkt = heappop(heap)
@@ -269,27 +321,48 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
                     else:
                         d.packets_dropped += 1
                         d.bytes_dropped += size
-                        reason = decision.reason
+                        reason = decision.reason  # type: ignore[union-attr]  # a Drop (type())
                         d.dropped_by_reason[reason] = d.dropped_by_reason.get(reason, 0) + 1
                         drops.append((t, d.name, ip_proto(pkt), size, reason))
     finally:
         gc.enable()
         stopped_ns = mono()
-        pending = {name: 0 for name in dirs}
-        for _, _, d, _ in heap:
-            pending[d.name] += 1
-        for d in dirs.values():
-            os.close(d.fd)
-        signal.set_wakeup_fd(-1)
-        os.close(wake_r)
-        os.close(wake_w)
+    pending = {name: 0 for name in dirs}
+    for _, _, d, _ in heap:
+        pending[d.name] += 1
+    return _LoopEnd(drops, pending, stopped_ns)
 
+
+# --- outputs --------------------------------------------------------------------------------
+def _write_outputs(
+    cfg: EmulatorConfig,
+    out_dir: Path,
+    dirs: dict[str, _Direction],
+    loop: _LoopEnd,
+    started_ns: int,
+    realtime: tuple[bool, str],
+) -> dict[str, Any]:
+    """Write drops.csv and emulator.json to `out_dir`; returns the stats written."""
     with open(out_dir / DROP_LOG_FILE, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["time_ns", "direction", "ip_proto", "length", "reason"])
-        w.writerows(drops)
+        w.writerows(loop.drops)
+    stats = _stats(cfg, dirs, loop, started_ns, realtime)
+    write_json(out_dir / STATS_FILE, stats, indent=2)
+    return stats
+
+
+def _stats(
+    cfg: EmulatorConfig,
+    dirs: dict[str, _Direction],
+    loop: _LoopEnd,
+    started_ns: int,
+    realtime: tuple[bool, str],
+) -> dict[str, Any]:
+    """The emulator.json document (version REPORT_VERSION)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    stats: dict[str, Any] = {
+    rt_granted, rt_error = realtime
+    return {
         "version": REPORT_VERSION,
         "seed": cfg.seed,
         "link": cfg.link.model_dump(mode="json"),
@@ -297,34 +370,33 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
         "early_wake_us": cfg.early_wake_us,
         "tolerance_us": cfg.tolerance_us,
         "started_ns": started_ns,
-        "stopped_ns": stopped_ns,
+        "stopped_ns": loop.stopped_ns,
         "cpu_user_s": usage.ru_utime,
         "cpu_sys_s": usage.ru_stime,
         "drop_log": DROP_LOG_FILE,
-        "directions": {},
+        "directions": {name: _direction_stats(d, loop.pending[name]) for name, d in dirs.items()},
     }
-    for name, d in dirs.items():
-        end = tun.tx_dropped(d.tun)
-        tx_dropped = None if end is None or d.tx_dropped_start is None else end - d.tx_dropped_start
-        stats["directions"][name] = {
-            "tun": d.tun,
-            "packets_in": d.packets_in,
-            "bytes_in": d.bytes_in,
-            "packets_out": d.packets_out,
-            "bytes_out": d.bytes_out,
-            "packets_dropped": d.packets_dropped,
-            "bytes_dropped": d.bytes_dropped,
-            "dropped_by_reason": d.dropped_by_reason,
-            "write_errors": d.write_errors,
-            "packets_ignored": d.packets_ignored,
-            "pending_at_stop": pending[name],
-            "tun_tx_dropped": tx_dropped,
-            "lateness_ns": _percentiles(d.lateness),
-        }
-    tmp = out_dir / (STATS_FILE + ".tmp")
-    tmp.write_text(json.dumps(stats, indent=2))
-    tmp.replace(out_dir / STATS_FILE)
-    return stats
+
+
+def _direction_stats(d: _Direction, pending: int) -> dict[str, Any]:
+    """One direction's counters in emulator.json (lateness in ns)."""
+    end = tun.tx_dropped(d.tun)
+    tx_dropped = None if end is None or d.tx_dropped_start is None else end - d.tx_dropped_start
+    return {
+        "tun": d.tun,
+        "packets_in": d.packets_in,
+        "bytes_in": d.bytes_in,
+        "packets_out": d.packets_out,
+        "bytes_out": d.bytes_out,
+        "packets_dropped": d.packets_dropped,
+        "bytes_dropped": d.bytes_dropped,
+        "dropped_by_reason": d.dropped_by_reason,
+        "write_errors": d.write_errors,
+        "packets_ignored": d.packets_ignored,
+        "pending_at_stop": pending,
+        "tun_tx_dropped": tx_dropped,
+        "lateness_ns": _percentiles(d.lateness),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,7 +469,7 @@ class EmulatorReport:
 
     def drops(self) -> pd.DataFrame:
         """The drop log as a DataFrame (time_ns, direction, ip_proto, length, reason)."""
-        import pandas as pd
+        import pandas as pd  # deferred: pandas would add ~0.5 s to the emulator process start
 
         return pd.read_csv(self.drop_log)
 
@@ -456,6 +528,16 @@ class EmulatorProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    @property
+    def stderr_path(self) -> Path:
+        """Where the process's stderr goes."""
+        return self.out_dir / STDERR_FILE
+
+    def poll(self) -> int | None:
+        """Its exit status once it has exited (negative: the signal that killed it); None
+        while it runs or before `start()`."""
+        return self.proc.poll() if self.proc is not None else None
+
     def argv(self) -> list[str]:
         """The command line that runs the emulator inside the router namespace."""
         return self.topology.run_in(
@@ -466,7 +548,7 @@ class EmulatorProcess:
     def start(self, timeout_s: float = 10.0) -> None:
         """Start it and wait for its `ready` line; raise EmulatorError (with stderr) otherwise."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / STDERR_FILE, "wb") as stderr:
+        with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
             )
@@ -507,7 +589,7 @@ class EmulatorProcess:
 
     def _stderr_text(self) -> str:
         try:
-            text = (self.out_dir / STDERR_FILE).read_text(errors="replace").strip()
+            text = self.stderr_path.read_text(errors="replace").strip()
         except FileNotFoundError:
             text = ""
         return text[-4000:] or "(no stderr)"

@@ -90,20 +90,29 @@ class Topology:
         self.names = Names(prefix or new_prefix())
         self.prefix = self.names.prefix
         self.tun_steering = tun_steering
-        self.addresses = ADDRESSES
+        self.addresses = a = ADDRESSES
+        # the namespaces' addresses (documentation ranges), as on `ADDRESSES`
+        self.client_v4, self.client_v6 = a.client_v4, a.client_v6
+        self.server_v4, self.server_v6 = a.server_v4, a.server_v6
+        self.router_client_v4, self.router_client_v6 = a.router_client_v4, a.router_client_v6
+        self.router_server_v4, self.router_server_v6 = a.router_server_v4, a.router_server_v6
+        self.client_net_v4, self.client_net_v6 = a.client_net_v4, a.client_net_v6
+        self.server_net_v4, self.server_net_v6 = a.server_net_v4, a.server_net_v6
         self._lock = RunLock(self.prefix)
         self.is_up = False
 
     # --- convenient attributes ---------------------------------------------------------
-    client_ns = property(lambda self: self.names.client_ns)
-    router_ns = property(lambda self: self.names.router_ns)
-    server_ns = property(lambda self: self.names.server_ns)
+    @property
+    def client_ns(self) -> str:
+        return self.names.client_ns
 
-    def __getattr__(self, item: str) -> str:
-        # client_v4, server_v6, router_client_v4, … come from ADDRESSES
-        if item.startswith(("client_", "server_", "router_")) and hasattr(ADDRESSES, item):
-            return getattr(ADDRESSES, item)
-        raise AttributeError(item)
+    @property
+    def router_ns(self) -> str:
+        return self.names.router_ns
+
+    @property
+    def server_ns(self) -> str:
+        return self.names.server_ns
 
     def run_in(self, ns: str, argv: Sequence[str]) -> list[str]:
         """argv running `argv` inside namespace `ns` (one of this topology's)."""

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from lab.run.records import CellOutcome
@@ -39,7 +45,7 @@ class RunProgress(Hooks):
         self.console = console or Console()
         self.live = self.console.is_terminal
         self._progress: Progress | None = None
-        self._task: Any = None
+        self._task = TaskID(0)  # the bar's task, once `start` made the bar
         self._total = 0
         self._done = 0
         self._label = ""

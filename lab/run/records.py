@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from lab.link.netem import netem_commands
 from lab.scenario.models import Cell
 
 Backend = Literal["netem", "emulator"]
@@ -61,8 +62,6 @@ def impairment_info(backend: Backend, cells: Sequence[Cell]) -> dict[str, Any]:
     for cell in cells:
         link = cell.link.model_dump(mode="json")
         if backend == "netem":
-            from lab.link.netem import netem_commands
-
             cmds = netem_commands(
                 cell.link,
                 uplink_dev="<router-server-if>",

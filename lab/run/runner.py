@@ -6,25 +6,34 @@ For every cell and repetition (`plan`):
     (with its readiness check) → for each protocol (h2,h3 on even repetitions, h3,h2 on odd)
     the agent (`python -m lab.run.agent`) in the client ns → collect (agent rows, CPU, emulator
     report) → aggregates (lab.workloads.aggregate) → append_samples, mark_completed →
-    teardown, always (finally: also on Ctrl-C, timeouts and crashes).
+    teardown, always (an ExitStack: also on Ctrl-C, timeouts and crashes).
+
+The runner owns every lifetime: each teardown is registered with `lab.run.lifecycle.owned`, so
+it runs when the cell ends and, should the runner never get there, at interpreter exit. While
+it waits for an agent it watches the other children (lab.run.children): a dead emulator, server
+or waiting agent fails the repetition at once.
 
 A failed cell is recorded with `record_error` and the run goes on; Ctrl-C stops cleanly, keeps
 finished cells and marks the run "interrupted" (`lab run --resume results/<run>` continues).
 Time spent in set-up, teardown and collection (overhead) versus inside the workloads is
 measured and recorded in run.json (`timing`).
+
+The run holds a run lock (lab.net.runlock) whose prefix names its work directory
+(`<tmp>/lab-run-<prefix>`, lab.net.workdir), so `lab clean` removes it after a SIGKILL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,11 +42,24 @@ from typing import Any
 import pandas as pd
 
 from lab.errors import PeerError, RunError, RunSetupError
+from lab.http.tls import ensure_certs
+from lab.link.emulator import EmulatorProcess
+from lab.link.netem import UnsupportedByNetem, netem_available, netem_commands
+from lab.net import nsenter
+from lab.net.names import new_prefix
+from lab.net.runlock import RunLock
+from lab.net.topology import Topology
+from lab.net.workdir import create_workdir, workdir_path
+from lab.peers import registry
 from lab.peers.proc import stop as stop_process
-from lab.results.store import RunResults, RunWriter, make_run_id, open_for_resume
-from lab.run.collect import axis_value as axis_value
+from lab.peers.registry import ServerContext
+from lab.results.provenance import make_run_id
+from lab.results.reader import RunResults
+from lab.results.schema import RunStatus
+from lab.results.writer import RunWriter, open_for_resume
+from lab.run.children import Child, check_alive, tail, wait_exit, wait_readable
 from lab.run.collect import cell_frame
-from lab.run.lifecycle import deferred_interrupts, sigterm_as_interrupt
+from lab.run.lifecycle import deferred_interrupts, owned, sigterm_as_interrupt
 from lab.run.plan import (
     bytes_sizes,
     cell_seed,
@@ -46,10 +68,8 @@ from lab.run.plan import (
     plan,
     protocol_order,
 )
-from lab.run.plan import mean_loss as mean_loss
 from lab.run.records import Backend, CellOutcome, cell_key, cell_record, impairment_info
 from lab.run.stack import agent_config, cell_stack, reference_serve_args
-from lab.run.stack import reference_config as reference_config
 from lab.run.stack import stacks_info as _stacks_info
 from lab.scenario.matrix import expand_cells, resolved
 from lab.scenario.models import Cell, Scenario
@@ -59,12 +79,11 @@ SERVER_PORT = 8443
 SERVER_READY_TIMEOUT_S = 20.0
 AGENT_READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 3.0
+AGENT_STOP_GRACE_S = 0.5
 
 
 def default_backend() -> Backend:
     """netem where the kernel has it, else the userspace emulator."""
-    from lab.link.netem import netem_available
-
     return "netem" if netem_available() else "emulator"
 
 
@@ -107,6 +126,10 @@ class _Agent:
     limit: float  # seconds it may run after `go`
     wall_s: float = 0.0  # from `go` to its exit
 
+    @property
+    def label(self) -> str:
+        return f"{self.protocol} agent"
+
 
 class Hooks:
     """Progress callbacks (lab.run.progress implements them); the default does nothing."""
@@ -116,20 +139,6 @@ class Hooks:
     def phase(self, text: str) -> None: ...
     def cell_finished(self, outcome: CellOutcome) -> None: ...
     def close(self) -> None: ...
-
-
-# --- processes ----------------------------------------------------------------------------
-def _stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM, wait `grace_s`, SIGKILL (nothing when there is no process)."""
-    if proc is not None:
-        stop_process(proc, grace_s)
-
-
-def _tail(path: Path, n: int = 1500) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:].strip()
-    except OSError:
-        return ""
 
 
 # --- the runner ---------------------------------------------------------------------------
@@ -148,8 +157,6 @@ class Runner:
         hooks: Hooks | None = None,
         agent_timeout_factor: float = 4.0,
     ) -> None:
-        from lab.peers import registry
-
         self.scenario = scenario
         self.cells = cells
         self.writer = writer
@@ -159,104 +166,118 @@ class Runner:
         self.hooks = hooks or Hooks()
         self.agent_timeout_factor = agent_timeout_factor
         self.impl = registry.get(scenario.server)
-        self.workdir = Path(tempfile.mkdtemp(prefix="lab-run-"))
+        self.prefix = new_prefix()  # of the run's lock and work directory (`run` makes both)
+        self.workdir = workdir_path(self.prefix)
         self.cert_dir = self.workdir / "tls"
 
     # one (cell, repetition) -------------------------------------------------------------
     def run_cell(self, cell: Cell, repetition: int) -> CellOutcome:
         """Run one repetition of one cell; teardown always. Raises only KeyboardInterrupt /
         SystemExit (after teardown); other failures are recorded in the outcome."""
-        from lab.link.emulator import EmulatorProcess
-        from lab.net.topology import Topology
-
-        seed = cell_seed(cell, repetition)
-        out = CellOutcome(cell.id, repetition, ok=False, seed=seed)
+        out = CellOutcome(cell.id, repetition, ok=False, seed=cell_seed(cell, repetition))
         t0 = time.monotonic()
-        tag = f"{cell.id}-{repetition}"
         topo = Topology(tun_steering=self.backend == "emulator")
         out.prefix = topo.prefix
         current = {"cell": cell.id, "repetition": repetition, "prefix": topo.prefix}
         self.writer.update_meta(current=current)
-        emu: EmulatorProcess | None = None
-        server: subprocess.Popen[bytes] | None = None
-        logs = self.writer.path / "logs"
-        logs.mkdir(exist_ok=True)
-        frames: list[pd.DataFrame] = []
-        agents: list[_Agent] = []
+        with self._teardown(out) as stack:
+            try:
+                self._run_phases(stack, topo, cell, repetition, out)
+            except Exception as e:  # the cell failed; the run goes on
+                msg = f"{type(e).__name__}: {e}"
+                out.errors.append(msg)
+                self.writer.record_error(cell.id, repetition, None, None, msg)
+        out.wall_s = time.monotonic() - t0
+        out.load_avg = round(os.getloadavg()[0], 2)
+        return out
+
+    @contextlib.contextmanager
+    def _teardown(self, out: CellOutcome) -> Iterator[contextlib.ExitStack]:
+        """The cell's teardowns (pushed with `owned`), unwound newest first on every way out
+        (agents, server, emulator, topology) and timed into `out.teardown_s`."""
+        stack = contextlib.ExitStack()
         try:
-            self.hooks.phase("topology")
-            topo.up()
-            self.hooks.phase("impairment")
-            if self.backend == "emulator":
-                emu = EmulatorProcess(
-                    topo, cell.link, seed, self.writer.path / "emulator" / tag, realtime=True
-                )
-                emu.start()
-            else:
-                self._apply_netem(topo, cell)
-            self.hooks.phase("server")
-            server, server_ctx = self._spawn_server(topo, cell, logs / f"{tag}-server.log")
-            order = protocol_order(cell.scenario.protocols, repetition)
-            emu_pid = emu.pid if emu else None
-            for protocol in order:  # they load while the server starts, then wait for `go`
-                agents.append(
-                    self._spawn_agent(topo, cell, protocol, tag, logs, server.pid, emu_pid)
-                )
-            self._wait_server(topo, server, server_ctx, logs / f"{tag}-server.log")
-            out.setup_s = time.monotonic() - t0
-            for agent in agents:
-                protocol = agent.protocol
-                self.hooks.phase(protocol)
-                result = self._run_agent(agent)
-                out.workload_s += sum(w["wall_s"] for w in result["workloads"])
-                frame, errors = cell_frame(
-                    cell,
-                    repetition,
-                    protocol,
-                    self.impl.name,
-                    result,
-                    emulator=emu is not None,
-                )
-                for kind, err in errors:
-                    out.errors.append(f"{protocol}/{kind}: {err}")
-                    self.writer.record_error(cell.id, repetition, protocol, kind, err)
-                frames.append(frame)
-            self.hooks.phase("collect")
-            tc = time.monotonic()
-            if emu is not None:
-                report = emu.stop()
-                emu = None
-                out.problems = report.problems()
-            frames = [f for f in frames if len(f)]
-            if frames:
-                self.writer.append_samples(pd.concat(frames, ignore_index=True))
-            out.ok = True
-            self._stage_record(out)  # persisted with the completed pair, in one write
-            self.writer.mark_completed(cell.id, repetition)
-            out.collect_s = time.monotonic() - tc
-        except Exception as e:  # the cell failed; the run goes on
-            msg = f"{type(e).__name__}: {e}"
-            out.errors.append(msg)
-            self.writer.record_error(cell.id, repetition, None, None, msg)
+            yield stack
         finally:
             td = time.monotonic()
             self.hooks.phase("teardown")
             with deferred_interrupts():  # a second Ctrl-C must not cut the teardown short
-                for agent in agents:
-                    _stop_process(agent.proc, 0.5)
-                _stop_process(server)
-                if emu is not None:
-                    with contextlib.suppress(Exception):
-                        emu.kill()
-                topo.down()
+                stack.close()
             out.teardown_s = time.monotonic() - td
-            out.wall_s = time.monotonic() - t0
-            out.load_avg = round(os.getloadavg()[0], 2)
-        return out
 
-    def _apply_netem(self, topo: Any, cell: Cell) -> None:
-        from lab.link.netem import netem_commands
+    def _run_phases(
+        self,
+        stack: contextlib.ExitStack,
+        topo: Topology,
+        cell: Cell,
+        repetition: int,
+        out: CellOutcome,
+    ) -> None:
+        """Set up, run the agents, collect, mark completed; raises on any failure. Every
+        process it starts is owned by `stack`."""
+        t0 = time.monotonic()
+        tag = f"{cell.id}-{repetition}"
+        logs = self.writer.path / "logs"
+        logs.mkdir(exist_ok=True)
+        self.hooks.phase("topology")
+        owned(stack, f"topology {topo.prefix}", topo.down)
+        topo.up()
+        self.hooks.phase("impairment")
+        emu = self._start_impairment(stack, topo, cell, out.seed, tag)
+        watched = [] if emu is None else [Child("emulator", emu.poll, emu.stderr_path)]
+        self.hooks.phase("server")
+        server_log = logs / f"{tag}-server.log"
+        server, server_ctx = self._spawn_server(stack, topo, cell, server_log)
+        emu_pid = emu.pid if emu is not None else None
+        agents = [  # they load while the server starts, then wait for `go`
+            self._spawn_agent(stack, topo, cell, protocol, tag, logs, server.pid, emu_pid)
+            for protocol in protocol_order(cell.scenario.protocols, repetition)
+        ]
+        waiting = [Child(a.label, a.proc.poll, a.log) for a in agents]
+        self._wait_server(topo, server, server_ctx, server_log, [*watched, *waiting])
+        watched += [Child("server", server.poll, server_log), *waiting]
+        out.setup_s = time.monotonic() - t0
+        frames: list[pd.DataFrame] = []
+        for agent in agents:
+            self.hooks.phase(agent.protocol)
+            watched = [c for c in watched if c.label != agent.label]  # its exit ends its turn
+            result = self._run_agent(agent, watched)
+            out.workload_s += sum(w["wall_s"] for w in result["workloads"])
+            frame, errors = cell_frame(
+                cell, repetition, agent.protocol, self.impl.name, result, emulator=emu is not None
+            )
+            for kind, err in errors:
+                out.errors.append(f"{agent.protocol}/{kind}: {err}")
+                self.writer.record_error(cell.id, repetition, agent.protocol, kind, err)
+            frames.append(frame)
+        self.hooks.phase("collect")
+        tc = time.monotonic()
+        check_alive(watched, "the collection")  # one that died after the last agent's end
+        if emu is not None:
+            out.problems = emu.stop().problems()
+        frames = [f for f in frames if len(f)]
+        if frames:
+            self.writer.append_samples(pd.concat(frames, ignore_index=True))
+        out.ok = True
+        self._stage_record(out)  # persisted with the completed pair, in one write
+        self.writer.mark_completed(cell.id, repetition)
+        out.collect_s = time.monotonic() - tc
 
+    def _start_impairment(
+        self, stack: contextlib.ExitStack, topo: Topology, cell: Cell, seed: int, tag: str
+    ) -> EmulatorProcess | None:
+        """Start the emulator (owned by `stack`) or apply tc netem (it goes with the router
+        namespace); the emulator, or None with netem."""
+        if self.backend != "emulator":
+            self._apply_netem(topo, cell)
+            return None
+        out_dir = self.writer.path / "emulator" / tag
+        emu = EmulatorProcess(topo, cell.link, seed, out_dir, realtime=True)
+        owned(stack, f"emulator of {topo.prefix}", emu.kill)
+        emu.start()
+        return emu
+
+    def _apply_netem(self, topo: Topology, cell: Cell) -> None:
         cmds = netem_commands(
             cell.link,
             uplink_dev=topo.names.router_server_if,
@@ -268,9 +289,7 @@ class Runner:
             if p.returncode != 0:
                 raise RunError(f"{' '.join(argv)}: {p.stderr.strip()}")
 
-    def server_context(self, cell: Cell) -> Any:
-        from lab.peers.registry import ServerContext
-
+    def server_context(self, cell: Cell) -> ServerContext:
         return ServerContext(
             host="::",
             port=SERVER_PORT,
@@ -280,9 +299,10 @@ class Runner:
         )
 
     def _spawn_server(
-        self, topo: Any, cell: Cell, log: Path
-    ) -> tuple[subprocess.Popen[bytes], Any]:
-        """Start the server in the server namespace (not yet ready); (process, context)."""
+        self, stack: contextlib.ExitStack, topo: Topology, cell: Cell, log: Path
+    ) -> tuple[subprocess.Popen[bytes], ServerContext]:
+        """Start the server in the server namespace (not yet ready; owned by `stack`);
+        (process, context)."""
         ctx = self.server_context(cell)
         spec = self.impl.launch(ctx)
         argv = list(spec.argv)
@@ -299,25 +319,34 @@ class Runner:
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches the runner only; it stops the rest
             )
+        owned(stack, f"server {proc.pid}", functools.partial(stop_process, proc, STOP_GRACE_S))
         return proc, ctx
 
-    def _wait_server(self, topo: Any, proc: subprocess.Popen[bytes], ctx: Any, log: Path) -> None:
-        """Poll the implementation's readiness check from inside the server namespace."""
-        from lab.net import nsenter
-
+    def _wait_server(
+        self,
+        topo: Topology,
+        proc: subprocess.Popen[bytes],
+        ctx: ServerContext,
+        log: Path,
+        watched: Sequence[Child],
+    ) -> None:
+        """Poll the implementation's readiness check from inside the server namespace (and the
+        `watched` children meanwhile)."""
         deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                raise PeerError(f"server exited with {proc.returncode}: {_tail(log)}")
+                raise PeerError(f"server exited with {proc.returncode}: {tail(log)}")
+            check_alive(watched, "the server's start")
             with nsenter.enter(topo.server_ns):
                 if self.impl.ready(ctx, timeout_s=0.2):
                     return
             if time.monotonic() > deadline:
-                raise PeerError(f"server not ready after {SERVER_READY_TIMEOUT_S} s: {_tail(log)}")
+                raise PeerError(f"server not ready after {SERVER_READY_TIMEOUT_S} s: {tail(log)}")
 
     def _spawn_agent(
         self,
-        topo: Any,
+        stack: contextlib.ExitStack,
+        topo: Topology,
         cell: Cell,
         protocol: str,
         tag: str,
@@ -325,7 +354,8 @@ class Runner:
         server_pid: int,
         emulator_pid: int | None,
     ) -> _Agent:
-        """Start the agent of one protocol; it loads and waits for `go` (see `_run_agent`)."""
+        """Start the agent of one protocol (owned by `stack`); it loads and waits for `go`
+        (see `_run_agent`)."""
         out_file = self.workdir / f"{tag}-{protocol}.json"
         cfg = agent_config(
             cell,
@@ -357,63 +387,69 @@ class Runner:
                 stderr=f,
                 start_new_session=True,
             )
+        stop = functools.partial(stop_process, proc, AGENT_STOP_GRACE_S)
+        owned(stack, f"{protocol} agent {proc.pid}", stop)
         return _Agent(protocol, proc, out_file, log, limit)
 
-    def _run_agent(self, agent: _Agent) -> dict[str, Any]:
-        """Wait for the agent's `ready`, say `go`, wait for it to finish; its result dict."""
-        import select
-
+    def _run_agent(self, agent: _Agent, watched: Sequence[Child]) -> dict[str, Any]:
+        """Wait for the agent's `ready`, say `go`, wait for it to finish while watching the
+        other children (ChildExited as soon as one has died); its result dict."""
         proc = agent.proc
         assert proc.stdin is not None and proc.stdout is not None
+        during = f"the {agent.protocol} workloads"
         try:
-            ready, _, _ = select.select([proc.stdout], [], [], AGENT_READY_TIMEOUT_S)
+            ready = wait_readable(proc.stdout, AGENT_READY_TIMEOUT_S, watched, during)
             line = proc.stdout.readline() if ready else b""
             if line.strip() != b"ready":
                 raise RunError(
-                    f"{agent.protocol} agent did not start (rc {proc.poll()}): {_tail(agent.log)}"
+                    f"{agent.protocol} agent did not start (rc {proc.poll()}): {tail(agent.log)}"
                 )
             proc.stdin.write(b"go\n")
             proc.stdin.close()
             t_go = time.monotonic()
-            try:
-                rc = proc.wait(agent.limit)
-                agent.wall_s = time.monotonic() - t_go
-            except subprocess.TimeoutExpired:
-                raise RunError(
-                    f"{agent.protocol} agent did not finish within {agent.limit:.0f} s"
-                ) from None
+            rc = wait_exit(proc, agent.limit, watched, during)
+            if rc is None:
+                raise RunError(f"{agent.protocol} agent did not finish within {agent.limit:.0f} s")
+            agent.wall_s = time.monotonic() - t_go
+            check_alive(watched, during)  # it may have ended early because another one died
         finally:
-            _stop_process(proc, 1.0)
+            stop_process(proc, 1.0)
             proc.stdout.close()
         if rc != 0 or not agent.out_file.exists():
-            raise RunError(f"{agent.protocol} agent exited with {rc}: {_tail(agent.log)}")
+            raise RunError(f"{agent.protocol} agent exited with {rc}: {tail(agent.log)}")
         return json.loads(agent.out_file.read_text())
 
     # the whole run ----------------------------------------------------------------------
     def run(self, pairs: Sequence[tuple[Cell, int]]) -> tuple[list[CellOutcome], bool]:
         """Run `pairs` (skipping completed ones); (outcomes, interrupted)."""
-        from lab.http.tls import ensure_certs
-
-        ensure_certs(self.cert_dir)
         outcomes: list[CellOutcome] = []
         todo = [(c, r) for c, r in pairs if not self.writer.is_completed(c.id, r)]
-        self.hooks.start(len(pairs), len(pairs) - len(todo), estimate_run_s(todo))
         interrupted = False
-        try:
-            for cell, rep in todo:
-                self.hooks.cell_started(cell, rep)
-                outcome = self.run_cell(cell, rep)
-                outcomes.append(outcome)
-                self._record_cell(outcome)
-                self.hooks.cell_finished(outcome)
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM, SIGHUP: stop cleanly
-            interrupted = True
-        finally:
-            self.hooks.close()
-            import shutil
-
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        with contextlib.ExitStack() as stack:
+            self._hold_workdir(stack)
+            ensure_certs(self.cert_dir)
+            self.hooks.start(len(pairs), len(pairs) - len(todo), estimate_run_s(todo))
+            stack.callback(self.hooks.close)
+            try:
+                for cell, rep in todo:
+                    self.hooks.cell_started(cell, rep)
+                    outcome = self.run_cell(cell, rep)
+                    outcomes.append(outcome)
+                    self._record_cell(outcome)
+                    self.hooks.cell_finished(outcome)
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM, SIGHUP: stop cleanly
+                interrupted = True
         return outcomes, interrupted
+
+    def _hold_workdir(self, stack: contextlib.ExitStack) -> None:
+        """Take the run lock, then create the work directory; when `stack` unwinds (or at exit)
+        the directory goes, then the lock — so `lab clean` never takes a live one for dead."""
+        lock = RunLock(self.prefix)
+        lock.acquire()
+        owned(stack, f"run lock {self.prefix}", lock.release)
+        create_workdir(self.prefix)
+        rmtree = functools.partial(shutil.rmtree, self.workdir, ignore_errors=True)
+        owned(stack, f"work directory {self.workdir}", rmtree)
 
     def _cell_record(self, o: CellOutcome) -> dict[str, Any]:
         """run.json `cell_runs` entry of one outcome (keeps an earlier `finished_utc`)."""
@@ -451,8 +487,6 @@ def stacks_info(
 
 def server_version(server: str) -> str | None:
     """The first output line of the implementation's `version_argv` (None when it fails)."""
-    from lab.peers import registry
-
     impl = registry.get(server)
     version = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -467,8 +501,6 @@ def check_backend(backend: Backend, cells: Sequence[Cell]) -> None:
     """Raise RunSetupError when `backend` cannot express some cell's link."""
     if backend != "netem":
         return
-    from lab.link.netem import UnsupportedByNetem, netem_commands
-
     for cell in cells:
         try:
             netem_commands(cell.link, uplink_dev="x", downlink_dev="y")
@@ -501,8 +533,6 @@ def describe(scenario: Scenario, options: RunOptions) -> tuple[int, int, float]:
 
 def prepare(scenario: Scenario, scenario_file: str | None, options: RunOptions) -> Prepared:
     """Create the run directory and run.json for a new run."""
-    from lab.peers import registry
-
     try:
         impl = registry.get(scenario.server)
     except KeyError as e:
@@ -599,6 +629,6 @@ def execute(prep: Prepared, hooks: Hooks | None = None) -> RunOutcome:
         round(timing["overhead_s"] / timing["wall_s"], 4) if timing["wall_s"] else None
     )
     prep.writer.update_meta(timing=timing, backend=prep.backend)
-    status = "interrupted" if interrupted else "complete"
+    status: RunStatus = "interrupted" if interrupted else "complete"
     results = prep.writer.finish(status)
     return RunOutcome(prep.writer.path, status, results, outcomes, wall, workload)
