@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lab.net import nsenter
@@ -145,11 +146,11 @@ def test_smoke_watch_and_throughput_values_are_sane(smoke) -> None:
         lat = _values(s, p, "event_latency_ms")
         assert len(lat) == 4 * 150  # 4 streams × 3 s / 20 ms
         assert lat.min() >= 10.0 * 0.99  # at least the one-way delay
-        assert (_values(s, p, "event_excess_ms") >= 0).all()
-        pct = [
-            float(_values(s, p, f"excess_{q}_ms").iloc[0]) for q in ("p50", "p95", "p99", "p999")
-        ]
-        assert pct == sorted(pct)
+        excess = _values(s, p, "event_excess_ms").to_numpy()
+        assert np.sort(excess) == pytest.approx(np.sort(lat.to_numpy()) - lat.min())
+        for q, level in (("p50", 50), ("p99", 99)):  # the aggregates come from these samples
+            got = float(_values(s, p, f"excess_{q}_ms").iloc[0])
+            assert got == pytest.approx(np.percentile(excess, level))
         for m in ("hol_spread", "stalled_fraction", "rpc_delayed_fraction"):
             v = _values(s, p, m)
             assert ((v >= 0) & (v <= 1)).all(), m
@@ -159,8 +160,8 @@ def test_smoke_watch_and_throughput_values_are_sane(smoke) -> None:
         assert ((util > 0) & (util <= 1.05)).all()
         assert (_values(s, p, "rpc_latency_ms") >= 20 * 0.99).all()  # ≥ 1 RTT
         assert _values(s, p, "rpc_p95_ms").iloc[0] >= 20
-        for m in ("cpu_server_s", "cpu_client_s", "cpu_emulator_s"):
-            assert (_values(s, p, m) >= 0).all()
+        for m in ("cpu_server_s", "cpu_client_s", "cpu_emulator_s"):  # each process worked
+            assert (_values(s, p, m) > 0).all(), m
         assert set(_values(s, p, "cpu_bound")) <= {0.0, 1.0}
 
 

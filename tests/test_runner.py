@@ -160,7 +160,9 @@ def test_cell_frame_from_agent_rows() -> None:
     assert agg["excess_p50_ms"] == pytest.approx(0.0)
     assert agg["cpu_emulator_s"] == pytest.approx(0.1)
     assert agg["cpu_bound"] == 0.0
-    assert (watch.loc["event_excess_ms"]["value"] >= 0).all()
+    latency = watch.loc["event_latency_ms"]["value"].to_numpy()
+    excess = watch.loc["event_excess_ms"]["value"].to_numpy()
+    assert excess == pytest.approx(latency - latency.min())  # excess = latency − the cell's min
     hs = df[df["workload"] == "handshake"]
     zero = hs[(hs["metric"] == "ttfb_rtt") & (hs["mode"] == "zero_rtt")]
     assert list(zero["early_data"]) == [True]
