@@ -12,6 +12,7 @@ Imports of the layers are deferred into the handlers so `lab --help` and `lab va
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -110,14 +111,34 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a scenario file; errors name file:line")
     p.add_argument("scenario", help="scenario YAML file")
+    _add_max_pairs(p)
     p.set_defaults(handler=_cmd_validate)
+
+
+def _add_max_pairs(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-pairs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="allow up to N cell repetitions (cells × repeat; default 10,000)",
+    )
+
+
+def _max_pairs(args: argparse.Namespace) -> int:
+    """The cell-repetition limit: --max-pairs, else the lab's default."""
+    from lab.scenario.limits import MAX_PAIRS  # deferred: lab.scenario imports pydantic
+
+    if args.max_pairs is not None and args.max_pairs < 1:
+        raise BadInput("--max-pairs must be ≥ 1")
+    return MAX_PAIRS if args.max_pairs is None else int(args.max_pairs)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from lab.scenario.load import load_scenario
     from lab.scenario.matrix import expand_cells
 
-    scenario = load_scenario(args.scenario)
+    scenario = load_scenario(args.scenario, max_pairs=_max_pairs(args))
     n, r = len(expand_cells(scenario)), scenario.repeat
     cells, reps = ("cell" if n == 1 else "cells"), ("repetition" if r == 1 else "repetitions")
     print(f"{args.scenario}: ok — {n} {cells} × {r} {reps}")
@@ -151,6 +172,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory")
     p.add_argument("--repeat", type=int, default=None, help="override the scenario's repeat")
+    _add_max_pairs(p)
     p.add_argument(
         "--quic-engine",
         choices=["aioquic", "qh3"],
@@ -168,17 +190,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lab.run import runner
     from lab.run.plan import estimate_run_s
     from lab.run.progress import RunProgress, fmt_duration, summary_table
+    from lab.scenario.limits import MAX_REPEAT  # deferred: lab.scenario imports pydantic
     from lab.scenario.load import load_scenario
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     if (args.scenario is None) == (args.resume is None):
         raise BadInput("give a scenario file or --resume results/<run>")
-    if args.repeat is not None and args.repeat < 1:
-        raise BadInput("--repeat must be ≥ 1")
+    if args.repeat is not None and not 1 <= args.repeat <= MAX_REPEAT:
+        raise BadInput(f"--repeat must be between 1 and {MAX_REPEAT:,}")
     if args.resume is not None:
         prep = runner.prepare_resume(args.resume)
     else:
-        scenario = load_scenario(args.scenario)
+        scenario = load_scenario(args.scenario, max_pairs=_max_pairs(args), repeat=args.repeat)
         opts = runner.RunOptions(
             backend=args.impair,
             out_dir=args.out,
@@ -218,7 +241,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 # --- serve / get --------------------------------------------------------------------------
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the reference h2 (TCP+TLS) + h3 (QUIC) server")
-    p.add_argument("--host", default="::", help="address to bind; '::' = dual-stack (default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; '::' = all, dual-stack")
     p.add_argument("--port", type=int, default=8443, help="TCP and UDP port (0 = pick one)")
     p.add_argument("--cert-dir", type=Path, default=None, help="CA + leaf cache directory")
     p.add_argument("--max-streams", type=int, default=100, help="max concurrent streams")
@@ -244,6 +267,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pod-size", type=int, default=2048, help="bytes per synthetic pod")
     p.add_argument("--pod-count", type=int, default=500, help="pods per namespace")
     _add_h2_limit_flags(p)
+    _add_h3_limit_flags(p)
     p.set_defaults(handler=_cmd_serve)
 
 
@@ -291,13 +315,65 @@ def _h2_limit_values(args: argparse.Namespace) -> dict[str, float]:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _add_h3_limit_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("HTTP/3 bounds (docs/http3.md, Bounds)")
+    g.add_argument(
+        "--h3-retry-above",
+        dest="retry_above_half_open",
+        type=int,
+        default=None,
+        metavar="N",
+        help="half-open connections from which Initials get Retry (100; 0 = always)",
+    )
+    g.add_argument(
+        "--h3-max-half-open",
+        dest="max_half_open",
+        type=int,
+        default=None,
+        metavar="N",
+        help="half-open connections at most; Initials beyond are dropped (256)",
+    )
+    g.add_argument(
+        "--h3-handshake-timeout",
+        dest="handshake_timeout_s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="a handshake not finished this long is discarded (10)",
+    )
+
+
+def _h3_limit_values(args: argparse.Namespace) -> dict[str, float]:
+    """The QuicServerLimits fields given on the command line; BadInput when out of range."""
+    given = {
+        "retry_above_half_open": (args.retry_above_half_open, "--h3-retry-above", 0),
+        "max_half_open": (args.max_half_open, "--h3-max-half-open", 1),
+        "handshake_timeout_s": (args.handshake_timeout_s, "--h3-handshake-timeout", 1e-3),
+    }
+    for value, flag, low in given.values():
+        if value is not None and not value >= low:
+            raise BadInput(f"{flag} must be ≥ {low:g}")
+    return {k: v for k, (v, _, _) in given.items() if v is not None}
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from lab.http.server import describe, run_server
-    from lab.http.settings import H2ServerLimits, H2Settings, QuicSettings, ServerConfig
+    from lab.http.settings import (
+        H2ServerLimits,
+        H2Settings,
+        QuicServerLimits,
+        QuicSettings,
+        ServerConfig,
+    )
 
     if args.notsent_lowat is not None and args.notsent_lowat < 0:
         raise BadInput("--notsent-lowat must be ≥ 0")
 
+    # the server's log on stderr: the lab's events (bound hits, shutdown summary) from INFO on,
+    # the QUIC/TLS libraries' from WARNING on (aioquic logs every connection at INFO)
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.WARNING, format=log_format)
+    logging.getLogger("lab").setLevel(logging.INFO)
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -313,6 +389,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_concurrent_streams=args.max_streams,
             qlog_dir=args.qlog_dir,
         ),
+        quic_limits=QuicServerLimits(**_h3_limit_values(args)),
         pod_size_bytes=args.pod_size,
         pod_count=args.pod_count,
         grace_s=args.grace,

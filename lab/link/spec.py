@@ -13,15 +13,28 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
+# Bounds of the link's numbers (docs/link.md, "Bounds"): beyond them a value is a typo, and the
+# emulator's timers and queues, or netem's 32-bit fields, would not hold it.
+MAX_DELAY_MS = 10_000.0  # one way (and jitter): a geostationary satellite hop is ~270 ms
+MIN_RATE_MBIT = 0.01  # 10 kbit/s: one 1500-byte packet every 1.2 s
+MAX_RATE_MBIT = 10_000.0  # 10 Gbit/s: beyond a veth pair, far beyond the userspace emulator
+MAX_QUEUE_PACKETS = 100_000  # netem's default is 1,000; 100,000 full-size packets are 150 MB
+MAX_QUEUE_BYTES = 150_000_000  # the same 150 MB of buffered packets
+MAX_QUEUE_BDP = 100.0  # in bandwidth-delay products; a few are already bufferbloat
+MAX_REORDER_GAP = 10_000  # packets
+MAX_PACKET_INDEX = 10**9  # a drop-list index: 10⁹ packets are over 1 TB, more than a cell sends
+MAX_DROP_LIST_PACKETS = 100_000  # entries in one drop list
+DelayMs = Annotated[float, Field(ge=0, le=MAX_DELAY_MS)]
+
 Direction = Literal["uplink", "downlink"]
 """uplink = client → server, downlink = server → client."""
 DIRECTIONS: tuple[Direction, Direction] = ("uplink", "downlink")
 
 
 class StrictModel(BaseModel):
-    """Unknown fields are errors; instances are immutable."""
+    """Unknown fields are errors; numbers are finite (no inf, no nan); instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- loss models --------------------------------------------------------------------------
@@ -69,7 +82,10 @@ class DropListLoss(StrictModel):
     """Drop exactly these packets, by 0-based index of the packets entering this direction."""
 
     model: Literal["drop_list"]
-    packets: list[Annotated[int, Field(ge=0)]]
+    packets: Annotated[
+        list[Annotated[int, Field(ge=0, le=MAX_PACKET_INDEX)]],
+        Field(max_length=MAX_DROP_LIST_PACKETS),
+    ]
 
 
 LossSpec = Annotated[
@@ -81,9 +97,10 @@ LossSpec = Annotated[
 class QueueSpec(StrictModel):
     """Drop-tail queue limit in front of the rate limiter: exactly one of the three."""
 
-    packets: Annotated[int, Field(gt=0)] | None = None
-    bytes: Annotated[int, Field(gt=0)] | None = None
-    bdp: Annotated[float, Field(gt=0)] | None = None  # multiple of rate × base RTT
+    packets: Annotated[int, Field(gt=0, le=MAX_QUEUE_PACKETS)] | None = None
+    bytes: Annotated[int, Field(gt=0, le=MAX_QUEUE_BYTES)] | None = None
+    # multiple of rate × base RTT
+    bdp: Annotated[float, Field(gt=0, le=MAX_QUEUE_BDP)] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> QueueSpec:
@@ -99,7 +116,7 @@ class ReorderSpec(StrictModel):
     with probability `probability` (so it overtakes the delayed ones); gap 1 = any packet."""
 
     probability: Probability
-    gap: Annotated[int, Field(ge=1)] = 1
+    gap: Annotated[int, Field(ge=1, le=MAX_REORDER_GAP)] = 1
     correlation: Probability = 0.0
 
 
@@ -107,14 +124,15 @@ class ReorderSpec(StrictModel):
 class DirectionSpec(StrictModel):
     """The impairment of one direction of the link."""
 
-    delay_ms: Annotated[float, Field(ge=0)] = 0.0  # one way
-    jitter_ms: Annotated[float, Field(ge=0)] = 0.0
+    delay_ms: DelayMs = 0.0  # one way
+    jitter_ms: DelayMs = 0.0
     jitter_distribution: Literal["uniform", "normal", "pareto"] = "uniform"
     # "preserve": jitter never reorders (a packet never leaves before the one ahead of it);
     # "allow": jitter may reorder; a mapping: explicit netem-style reordering (implies allow).
     reorder: Literal["preserve", "allow"] | ReorderSpec = "preserve"
     loss: LossSpec = NoLoss()
-    rate_mbit: Annotated[float, Field(gt=0)] | None = None  # None = unlimited
+    # None = unlimited
+    rate_mbit: Annotated[float, Field(ge=MIN_RATE_MBIT, le=MAX_RATE_MBIT)] | None = None
     queue: QueueSpec | None = None  # None = 1000 packets (netem's default limit)
     duplicate: Probability = 0.0
 

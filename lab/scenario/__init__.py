@@ -9,7 +9,10 @@ uplink = client → server, downlink = server → client; `link:` is the symmetr
   are the runner's job) — and `resolved(scenario)` for run.json.
 - `load.py`: `load_scenario(path)` / `parse_scenario(text)`; any bad value raises
   `lab.errors.ScenarioError`, whose text is one sentence "FILE:LINE: field.path: reason".
-- `yamlpos.py`: a YAML loader that remembers the line of every node.
+- `yamlpos.py`: a YAML loader that remembers the line of every node and refuses hostile input
+  (control characters, aliases, deep nesting, too many nodes).
+- `limits.py`: every bound of a scenario file (size, nesting, counts, durations, bytes, cells ×
+  repetitions) with its reason; the link's bounds are in `lab.link.spec`.
 
 docs/scenarios.md is the user-facing description of the format.
 """

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,16 +12,33 @@ from typing import Any
 from pydantic import ValidationError
 
 from lab.errors import ScenarioError
+from lab.scenario.limits import MAX_FILE_BYTES, MAX_PAIRS
 from lab.scenario.matrix import _axis_targets, _cell_docs, _related
 from lab.scenario.models import Scenario
 from lab.scenario.workloads import WORKLOAD_KINDS
 from lab.scenario.yamlpos import LineMap, YamlError, load_yaml
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_MAX_SHOWN_CHARS = 60  # of a value or key quoted in an error message
+_TOO_BIG = (
+    f"the file is larger than the limit of {MAX_FILE_BYTES // 1024} KiB (a scenario is a few kB)"
+)
+
+
+def _short(value: Any) -> str:
+    """repr() of a value for an error message: one line, at most ~60 characters."""
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN_CHARS else text[: _MAX_SHOWN_CHARS - 1] + "…"
+
 
 def _fmt_path(parts: Sequence[Hashable]) -> str:
     out = ""
     for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if isinstance(p, int) and not isinstance(p, bool):
+            out += f"[{p}]"
+        else:
+            name = str(p) if isinstance(p, str) and _PLAIN_KEY.match(p) else _short(p)
+            out += f".{name}" if out else name
     return out
 
 
@@ -55,7 +74,7 @@ def _reason(err: Any) -> str:
     elif kind == "union_tag_invalid":
         ctx = err.get("ctx", {})
         tag, disc, expected = ctx.get("tag"), ctx.get("discriminator"), ctx.get("expected_tags")
-        msg = f"unknown {disc} {tag!r} (expected one of {expected})"
+        msg = f"unknown {disc} {_short(tag)} (expected one of {expected})"
     elif kind == "missing":
         msg = "required field is missing"
     elif msg.startswith("Value error, "):
@@ -63,8 +82,8 @@ def _reason(err: Any) -> str:
     elif kind not in ("union_tag_invalid", "union_tag_not_found") and "input" in err:
         value = err["input"]
         if isinstance(value, str | int | float | bool) or value is None:
-            msg = f"{msg} (got {value!r})"
-    msg = msg.replace("\n", " ").strip().rstrip(".")
+            msg = f"{msg} (got {_short(value)})"
+    msg = " ".join(msg.split()).rstrip(".")
     return msg[:1].lower() + msg[1:] if not msg[:2].isupper() else msg
 
 
@@ -85,12 +104,20 @@ def _from_validation(
     return ScenarioError(filename, lines.line([*prefix, *found]), field, _reason(err))
 
 
-def parse_scenario(text: str, filename: str = "<string>") -> Scenario:
-    """Validate scenario YAML text, matrix cells included; raise `ScenarioError` (file:line)."""
+def parse_scenario(
+    text: str, filename: str = "<string>", *, max_pairs: int = MAX_PAIRS, repeat: int | None = None
+) -> Scenario:
+    """Validate scenario YAML text, matrix cells included; raise `ScenarioError` (file:line).
+
+    `max_pairs` bounds cells × repetitions (checked before the matrix is expanded); `repeat`,
+    when given, is the repetition count the run will use instead of the file's (`--repeat`)."""
+    if len(text) > MAX_FILE_BYTES:
+        line = text.count("\n", 0, MAX_FILE_BYTES) + 1
+        raise ScenarioError(filename, line, "", _TOO_BIG)
     try:
         doc, lines = load_yaml(text, filename)
     except YamlError as e:
-        raise ScenarioError(filename, e.line, "", e.reason) from None
+        raise ScenarioError(filename, e.line, _fmt_path(e.path), e.reason) from None
     if not isinstance(doc, dict):
         raise ScenarioError(filename, lines.line(()), "scenario", "the file must be a mapping")
     both = [k for k in ("uplink", "downlink") if k in doc]
@@ -110,7 +137,8 @@ def parse_scenario(text: str, filename: str = "<string>") -> Scenario:
             _axis_targets(doc, key)
         except ValueError as e:
             line = lines.line(("matrix", key))
-            raise ScenarioError(filename, line, f"matrix.{key}", str(e)) from None
+            raise ScenarioError(filename, line, _fmt_path(("matrix", key)), str(e)) from None
+    _check_pairs(scenario, repeat or scenario.repeat, max_pairs, lines, filename)
     for cell_doc, picks in _cell_docs(doc):
         try:
             Scenario.model_validate(cell_doc)
@@ -123,21 +151,57 @@ def parse_scenario(text: str, filename: str = "<string>") -> Scenario:
                     raise ScenarioError(
                         filename,
                         lines.line(("matrix", key, j)),
-                        f"matrix.{key}[{j}]",
+                        _fmt_path(("matrix", key, j)),
                         f"{_fmt_path(found) or 'scenario'}: {_reason(err)}",
                     ) from None
             raise _from_validation(e, cell_doc, lines, filename) from None
     return scenario
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file; raise `ScenarioError` naming FILE:LINE on bad input."""
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def _check_pairs(
+    scenario: Scenario, repeat: int, max_pairs: int, lines: LineMap, filename: str
+) -> None:
+    """Refuse a run of more than `max_pairs` cell repetitions, counted without expanding."""
+    cells = math.prod(len(values) for values in scenario.matrix.values())
+    if cells * repeat > max_pairs:
+        raise ScenarioError(
+            filename,
+            lines.line(("matrix",) if scenario.matrix else ("repeat",)),
+            "matrix",
+            f"{_count(cells, 'cell')} × {_count(repeat, 'repetition')} = "
+            f"{_count(cells * repeat, 'cell repetition')}, more than the limit of "
+            f"{max_pairs:,} (lab run --max-pairs N raises it)",
+        )
+
+
+def load_scenario(
+    path: str | Path, *, max_pairs: int = MAX_PAIRS, repeat: int | None = None
+) -> Scenario:
+    """Read and validate a scenario file; raise `ScenarioError` naming FILE:LINE on bad input.
+    `max_pairs` and `repeat` as for `parse_scenario`."""
     filename = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # never more: the file may be endless
+    except OSError as e:
         raise ScenarioError(filename, None, "", f"cannot read the file ({e})") from None
-    return parse_scenario(text, filename)
+    if len(data) > MAX_FILE_BYTES:
+        line = data.count(b"\n", 0, MAX_FILE_BYTES) + 1
+        raise ScenarioError(filename, line, "", _TOO_BIG)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ScenarioError(
+            filename, line, "", f"not UTF-8: byte 0x{data[e.start]:02x} at column {column}"
+        ) from None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as open()
+    return parse_scenario(text, filename, max_pairs=max_pairs, repeat=repeat)
 
 
 def scenario_json_schema() -> dict[str, Any]:

@@ -96,7 +96,7 @@ def _set_path(doc: dict[str, Any], path: tuple[Hashable, ...], value: Any) -> No
                 node[el] = {}
             node = node[el]
         else:
-            node = node[el]  # type: ignore[index]
+            node = node[el]
     node[path[-1]] = copy.deepcopy(value)
 
 

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lab.link.spec import DirectionSpec, LinkSpec, StrictModel
-from lab.scenario.workloads import NonNegativeInt, PositiveInt, Workload
+from lab.scenario.limits import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_NAME_CHARS,
+    MAX_REPEAT,
+    MAX_SEED,
+    MAX_STREAMS,
+    MAX_WORKLOADS,
+)
+from lab.scenario.workloads import Workload
 
 Protocol = Literal["h2", "h3"]
+
+# The server implementations `lab.peers.registry` knows, as data: the scenario layer may not
+# import peers (it is above), and a test keeps the two equal.
+ServerName = Literal["reference", "caddy"]
+KNOWN_SERVERS: tuple[str, ...] = typing.get_args(ServerName)
+
+_TCP_CA_NAME_MAX = 15  # Linux's TCP_CA_NAME_MAX (16) less the terminating NUL
+_C_INT_MAX = 2**31 - 1  # setsockopt() takes a C int
 
 
 # --- stack settings -----------------------------------------------------------------------
@@ -21,11 +37,14 @@ class StackSpec(StrictModel):
     External servers (caddy) keep their own defaults; only the lab's clients follow these.
     """
 
-    tcp_congestion: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")] = "cubic"  # TCP_CONGESTION
+    tcp_congestion: Annotated[  # TCP_CONGESTION
+        str, Field(pattern=r"^[a-z0-9_]+$", max_length=_TCP_CA_NAME_MAX)
+    ] = "cubic"
     quic_congestion_control: Literal["reno", "cubic"] = "cubic"
     # TCP_NOTSENT_LOWAT of h2 sockets; None = the kernel's default (unbounded, as Go's net/http2)
-    tcp_notsent_lowat_bytes: NonNegativeInt | None = None
-    max_concurrent_streams: PositiveInt = 100  # h2 SETTINGS and QUIC max streams
+    tcp_notsent_lowat_bytes: Annotated[int, Field(ge=0, le=_C_INT_MAX)] | None = None
+    # h2 SETTINGS and QUIC max streams
+    max_concurrent_streams: Annotated[int, Field(gt=0, le=MAX_STREAMS)] = 100
     quic_engine: Literal["aioquic", "qh3"] = "aioquic"
 
 
@@ -33,16 +52,17 @@ class StackSpec(StrictModel):
 class Scenario(StrictModel):
     """A scenario file: the link, the server, the workloads and the matrix of cells."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-    description: str = ""
-    seed: NonNegativeInt = 0  # every random draw of the run derives from it
-    repeat: PositiveInt = 3  # repetitions of every cell
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME_CHARS)]
+    description: Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS)] = ""
+    # every random draw of the run derives from it
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    repeat: Annotated[int, Field(gt=0, le=MAX_REPEAT)] = 3  # repetitions of every cell
     link: DirectionSpec | None = None  # both directions alike; or uplink/downlink
     uplink: DirectionSpec | None = None  # client → server
     downlink: DirectionSpec | None = None  # server → client
     protocols: Annotated[list[Protocol], Field(min_length=1)] = ["h2", "h3"]
-    server: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] = "reference"
-    workloads: Annotated[list[Workload], Field(min_length=1)]
+    server: ServerName = "reference"
+    workloads: Annotated[list[Workload], Field(min_length=1, max_length=MAX_WORKLOADS)]
     stack: StackSpec = StackSpec()  # stack settings (congestion control, TCP_NOTSENT_LOWAT, …)
     # axis (dotted field path) → values; cells are the cartesian product, first axis slowest
     matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
@@ -87,5 +107,7 @@ class Cell(BaseModel):
 
     def seed(self, repetition: int) -> int:
         """A 64-bit seed for this cell and repetition, derived from the scenario's seed."""
+        import numpy as np  # deferred: numpy adds ~150 ms to the start-up of `lab validate`
+
         ss = np.random.SeedSequence([self.scenario.seed, self.index, repetition])
         return int(ss.generate_state(1, np.uint64)[0])

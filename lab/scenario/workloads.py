@@ -1,4 +1,7 @@
-"""Workload parameter models (pure data); the workload modules in lab/workloads/ import these."""
+"""Workload parameter models (pure data); the workload modules in lab/workloads/ import these.
+
+Every number is finite and bounded (`lab.scenario.limits` says why for each bound).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,26 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from lab.link.spec import StrictModel
+from lab.scenario.limits import (
+    MAX_BYTES,
+    MAX_CONNECTIONS,
+    MAX_DURATION_S,
+    MAX_INTERVAL_MS,
+    MAX_LIST_OBJECTS,
+    MAX_REQUESTS,
+    MAX_STREAMS,
+    MAX_THRESHOLD_RTT,
+    MIN_INTERVAL_MS,
+)
 
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+StreamCount = Annotated[int, Field(gt=0, le=MAX_STREAMS)]  # concurrent streams, ≥ 1
+OptionalStreamCount = Annotated[int, Field(ge=0, le=MAX_STREAMS)]  # concurrent streams, ≥ 0
+ConnectionCount = Annotated[int, Field(gt=0, le=MAX_CONNECTIONS)]
+RequestCount = Annotated[int, Field(ge=0, le=MAX_REQUESTS)]
+ByteCount = Annotated[int, Field(ge=0, le=MAX_BYTES)]  # bytes of one response
+PositiveByteCount = Annotated[int, Field(gt=0, le=MAX_BYTES)]
+DurationS = Annotated[float, Field(gt=0, le=MAX_DURATION_S)]  # seconds
+IntervalMs = Annotated[float, Field(ge=MIN_INTERVAL_MS, le=MAX_INTERVAL_MS)]  # milliseconds
 
 HandshakeMode = Literal["cold", "resumed", "zero_rtt"]
 
@@ -19,10 +38,11 @@ class WatchParams(StrictModel):
     """N watch streams on one connection; the server sends an event on each every interval."""
 
     kind: Literal["watch"]
-    streams: PositiveInt = 16
-    interval_ms: PositiveFloat = 20.0
-    duration_s: PositiveFloat = 10.0
-    stall_threshold_rtt: PositiveFloat = 0.5  # stalled when excess > this × base RTT
+    streams: StreamCount = 16
+    interval_ms: IntervalMs = 20.0
+    duration_s: DurationS = 10.0
+    # stalled when excess > this × base RTT
+    stall_threshold_rtt: Annotated[float, Field(gt=0, le=MAX_THRESHOLD_RTT)] = 0.5
     # Start stream i at i × interval / N so that events of different streams never share a
     # packet: one lost packet then carries one stream's event, whatever the stack's packing.
     stagger: bool = True
@@ -33,8 +53,8 @@ class HandshakeParams(StrictModel):
 
     kind: Literal["handshake"]
     modes: Annotated[list[HandshakeMode], Field(min_length=1)] = ["cold", "resumed", "zero_rtt"]
-    connections: PositiveInt = 20
-    response_bytes: NonNegativeInt = 100
+    connections: ConnectionCount = 20
+    response_bytes: ByteCount = 100
 
     @model_validator(mode="after")
     def _unique_modes(self) -> HandshakeParams:
@@ -47,38 +67,38 @@ class BulkParams(StrictModel):
     """One large download."""
 
     kind: Literal["bulk"]
-    bytes: PositiveInt = 10_000_000
+    bytes: PositiveByteCount = 10_000_000
 
 
 class MultiplexParams(StrictModel):
     """`objects` responses of `object_bytes` each, requested in parallel on one connection."""
 
     kind: Literal["multiplex"]
-    objects: PositiveInt = 50
-    object_bytes: NonNegativeInt = 20_000
+    objects: StreamCount = 50
+    object_bytes: ByteCount = 20_000
 
 
 class RpcUnderLoadParams(StrictModel):
     """A small GET every `interval_ms` beside a bulk download on the same connection."""
 
     kind: Literal["rpc_under_load"]
-    interval_ms: PositiveFloat = 20.0
-    rpc_bytes: NonNegativeInt = 1_000
-    bulk_bytes: PositiveInt = 5_000_000
+    interval_ms: IntervalMs = 20.0
+    rpc_bytes: ByteCount = 1_000
+    bulk_bytes: PositiveByteCount = 5_000_000
 
 
 class K8sMixParams(StrictModel):
     """An apiserver-like mix on one connection: small GETs, paginated LISTs and watches."""
 
     kind: Literal["k8s_mix"]
-    gets: NonNegativeInt = 200  # GETs of one object each
-    get_bytes: NonNegativeInt = 2_000  # size of one object
-    list_pages: NonNegativeInt = 5  # LIST requests, one page each (continue token)
-    list_limit: PositiveInt = 100  # objects per LIST page
-    watches: NonNegativeInt = 10  # concurrent watch streams
-    watch_interval_ms: PositiveFloat = 100.0  # events per watch stream
-    duration_s: PositiveFloat = 10.0
-    max_concurrent_streams: PositiveInt = 100  # the apiserver's default stream cap
+    gets: RequestCount = 200  # GETs of one object each
+    get_bytes: ByteCount = 2_000  # size of one object
+    list_pages: RequestCount = 5  # LIST requests, one page each (continue token)
+    list_limit: Annotated[int, Field(gt=0, le=MAX_LIST_OBJECTS)] = 100  # objects per LIST page
+    watches: OptionalStreamCount = 10  # concurrent watch streams
+    watch_interval_ms: IntervalMs = 100.0  # events per watch stream
+    duration_s: DurationS = 10.0
+    max_concurrent_streams: StreamCount = 100  # the apiserver's default stream cap
 
 
 Workload = Annotated[
