@@ -16,9 +16,13 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.errors import BadInput, LabError, PeerError, RunError, ScenarioError
 from lab.run.lifecycle import install_signal_handlers
+
+if TYPE_CHECKING:
+    from lab.run.plan import Shard
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -180,8 +184,27 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="QUIC engine of every cell; overrides the scenario's stack.quic_engine "
         "(default: the scenario's, aioquic if it names none)",
     )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        default=None,
+        help="run only shard I of N (1-based) of the (cell, repetition) pairs, balanced by "
+        "their time estimates; `lab merge` joins the shards (docs/scale.md)",
+    )
     p.add_argument("-y", "--yes", action="store_true", help="start without asking")
     p.set_defaults(handler=_cmd_run)
+
+
+def _shard(text: str | None) -> Shard | None:
+    """--shard I/N as a lab.run.plan.Shard (None without it); BadInput when malformed."""
+    from lab.run.plan import parse_shard  # deferred: lab.run.plan imports the scenario models
+
+    if text is None:
+        return None
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -196,6 +219,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 200)
     if (args.scenario is None) == (args.resume is None):
         raise BadInput("give a scenario file or --resume results/<run>")
+    if args.resume is not None and args.shard is not None:
+        raise BadInput("--resume continues the run's own shard; give no --shard")
     if args.repeat is not None and not 1 <= args.repeat <= MAX_REPEAT:
         raise BadInput(f"--repeat must be between 1 and {MAX_REPEAT:,}")
     if args.resume is not None:
@@ -207,11 +232,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             out_dir=args.out,
             repeat=args.repeat,
             quic_engine=args.quic_engine,
+            shard=_shard(args.shard),
         )
         n, reps, est = runner.describe(scenario, opts)
+        part = "" if opts.shard is None else f", shard {opts.shard}"
         print(
             f"{scenario.name}: {n} cell(s) × {reps} repetition(s) × "
-            f"{len(scenario.protocols)} protocol(s); estimated {fmt_duration(est)}"
+            f"{len(scenario.protocols)} protocol(s){part}; estimated {fmt_duration(est)}"
         )
         if not args.yes and sys.stdin.isatty():
             answer = input("start? [Y/n] ").strip().lower()

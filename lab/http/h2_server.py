@@ -11,6 +11,13 @@ Flow control is honoured: a stream waits for WINDOW_UPDATE when its window is em
 Graceful shutdown: when `shutdown` is set, listeners close, every connection sends GOAWAY
 (NO_ERROR, last stream id = highest received), refuses newer streams, lets in-flight requests
 finish within `ServerConfig.grace_s`, then closes.
+
+Bounds (`ServerConfig.h2_limits`, docs/http.md "Bounds"): idle connections get GOAWAY(NO_ERROR);
+a stream blocked on the peer's window too long is reset (CANCEL); request bodies are held within
+a per-connection and a server-wide budget (REFUSED_STREAM above); rapid resets and a peer that
+lets our control-frame replies pile up get GOAWAY(ENHANCE_YOUR_CALM); frame rules h2 misses are
+checked by `GoAwayFilter`. Each hit is one log line and a counter of the `h2 summary:` line
+logged at shutdown.
 """
 
 from __future__ import annotations
@@ -32,15 +39,23 @@ from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 
 from lab.http.app import Handler, PeerGone, Request, respond_error
-from lab.http.h2_frames import BoundedH2Connection, GoAwayFilter
+from lab.http.h2_frames import (
+    BoundedH2Connection,
+    FrameRuleError,
+    GoAwayFilter,
+    count_control_frames,
+)
+from lab.http.h2_limits import BodyBudget, BoundEvent, ResetRate, ServerTotals
 from lab.http.settings import ServerConfig
 from lab.http.tcp import set_tcp_options
+from lab.http.types import EARLY_DATA_HEADER
 
 log = logging.getLogger(__name__)
 
 RECEIVE_BYTES = 256 * 1024  # per receive_some
 SEND_BATCH_BYTES = 1024 * 1024  # data queued in the engine per flush
 HANDSHAKE_TIMEOUT_S = 10.0
+GOAWAY_LINGER_S = 1.0  # after our GOAWAY: time for the peer to read it and close first (Go: 1 s)
 _GOAWAY_BYTES = 17  # frame header + last stream id + error code, no debug data
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -75,6 +90,13 @@ def _fix_goaway_code(queued: bytes, error: h2.exceptions.ProtocolError) -> bytes
     return queued[:-_GOAWAY_BYTES] + frame.serialize()
 
 
+def _goaway_frame(error_code: ErrorCodes, last_stream_id: int) -> bytes:
+    frame = GoAwayFrame(0)
+    frame.last_stream_id = last_stream_id
+    frame.error_code = error_code
+    return frame.serialize()
+
+
 def _text(b: bytes) -> str:
     return b.decode("latin-1")
 
@@ -87,6 +109,7 @@ class _Stream:
         "headers",
         "id",
         "local_ended",
+        "reserved_bytes",
         "reset",
         "scope",
         "started",
@@ -104,6 +127,7 @@ class _Stream:
         self.local_ended = False
         self.reset = False  # the peer reset it, or we did
         self.too_large = False
+        self.reserved_bytes = 0  # of the connection's BodyBudget, held until the stream ends
 
 
 class _Writer:
@@ -135,6 +159,7 @@ class _Writer:
         conn = c.conn
         view = memoryview(data)
         off, total = 0, len(view)
+        stall_deadline: float | None = None  # set while the window stays empty
         while True:
             if st.reset or c.dead:
                 raise PeerGone(f"stream {st.id} is gone")
@@ -152,11 +177,18 @@ class _Writer:
             except h2.exceptions.ProtocolError as e:
                 raise PeerGone(str(e)) from None
             if window <= 0:
+                if stall_deadline is None:
+                    stall_deadline = trio.current_time() + c.limits.stream_stall_timeout_s
                 event = st.window_event = trio.Event()  # before any await: no lost wake-up
                 await c.flush()  # what is queued may be what the peer waits for
                 if conn.local_flow_control_window(st.id) <= 0 and not st.reset:
-                    await event.wait()
+                    with trio.move_on_at(stall_deadline):
+                        await event.wait()
+                    if not event.is_set() and not st.reset:
+                        c.reset_stalled(st)
+                        raise PeerGone(f"stream {st.id} stalled on flow control")
                 continue
+            stall_deadline = None
             budget = min(window, total - off, c.batch_bytes)
             frame = conn.max_outbound_frame_size
             end = off + budget
@@ -186,6 +218,7 @@ class H2ServerConnection:
         handler: Handler,
         shutdown: trio.Event,
         peer: str = "?",
+        totals: ServerTotals | None = None,
     ):
         self.transport = transport
         self.config = config
@@ -193,6 +226,12 @@ class H2ServerConnection:
         self.shutdown = shutdown
         self.peer = peer
         s = config.h2
+        lim = self.limits = config.h2_limits
+        self.totals = totals or ServerTotals(lim.max_buffered_request_bytes_total)
+        self._bodies = BodyBudget(lim.max_buffered_request_bytes_per_connection, self.totals.bodies)
+        self._resets = ResetRate(lim.rapid_reset_limit, trio.current_time())
+        self._control_queued = 0  # control frames in `_out`, not yet taken by the writer
+        self._calm: tuple[BoundEvent, str] | None = None  # abuse seen: GOAWAY(ENHANCE_YOUR_CALM)
         self.conn = BoundedH2Connection(
             h2.config.H2Configuration(
                 client_side=False,
@@ -218,12 +257,14 @@ class H2ServerConnection:
         self.highest_stream_id = 0
         self.goaway_last_id: int | None = None  # set once we sent a graceful GOAWAY
         self.dead = False
-        self._goaways = GoAwayFilter(server_side=True)
+        self._goaways = GoAwayFilter(server_side=True, max_frame_bytes=s.max_frame_size_bytes)
         self._out = bytearray()  # frames taken from the engine, not yet given to the socket
         self._wake = trio.Event()  # set: the writer has something to send
         self._flushed = trio.Event()  # set once the writer's next write is in the socket
         self._sending: trio.Event | None = None  # set once the write in progress is done
-        self._idle = trio.Event()
+        self._idle = trio.Event()  # set exactly while no stream is open
+        self._idle.set()
+        self._idle_since = trio.current_time()
         self._nursery: trio.Nursery | None = None
         self.requests = 0
         self.batch_bytes = send_batch_bytes(s.tcp_notsent_lowat_bytes, s.max_frame_size_bytes)
@@ -258,6 +299,7 @@ class H2ServerConnection:
             if not self._out:
                 continue
             data, self._out = self._out, bytearray()
+            self._control_queued = 0
             done = self._sending = self._flushed
             self._flushed = trio.Event()
             try:
@@ -281,6 +323,7 @@ class H2ServerConnection:
     async def run(self) -> None:
         """Serve the connection until the peer leaves, an error closes it or shutdown drains it."""
         s = self.config.h2
+        self.totals.stats.connections += 1
         self.conn.initiate_connection()
         grow = s.connection_window_bytes - self.conn.inbound_flow_control_window
         if grow > 0:
@@ -291,12 +334,14 @@ class H2ServerConnection:
                 nursery.start_soon(self._write_loop)
                 await self.flush()
                 nursery.start_soon(self._drain_on_shutdown)
+                nursery.start_soon(self._close_when_idle)
                 await self._read_loop()
                 self._die()
         except PeerGone:
             pass
         finally:
             self.dead = True
+            self._bodies.close()  # bodies of streams that never started
             with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(*_GONE):
                 await self.transport.aclose()
 
@@ -308,13 +353,18 @@ class H2ServerConnection:
                 return
             if not data:
                 return
-            data, goaways = self._goaways.feed(data)
+            try:
+                data, goaways = self._goaways.feed(data)
+            except FrameRuleError as e:
+                self._bound("protocol_error_goaways", f"{e}: GOAWAY {e.error_code.name}")
+                await self._goaway_then_linger(_goaway_frame(e.error_code, self.highest_stream_id))
+                return
             try:
                 events = self.conn.receive_data(data) if data else []
             except h2.exceptions.ProtocolError as e:
                 # h2 has queued GOAWAY with the error's code; send it and close.
-                log.info("h2 peer %s: protocol error %s: %s", self.peer, e.error_code, e)
-                await self._flush_quietly(_fix_goaway_code(self.conn.data_to_send(), e))
+                self._bound("protocol_error_goaways", f"{e} ({type(e).__name__}): GOAWAY")
+                await self._goaway_then_linger(_fix_goaway_code(self.conn.data_to_send(), e))
                 return
             except Exception:
                 log.exception("h2 peer %s: engine failure", self.peer)
@@ -322,8 +372,24 @@ class H2ServerConnection:
                     self.conn.close_connection(ErrorCodes.INTERNAL_ERROR)
                 await self._flush_quietly()
                 return
+            replies = self.conn.data_to_send()  # what h2 answered by itself: ACKs, RST_STREAMs
+            self._out += replies
+            self._control_queued += count_control_frames(replies)
+            if self._control_queued > self.limits.max_queued_control_frames:
+                # the peer does not read what it makes us send: drop it all, say why, close
+                self._out.clear()
+                self.conn.clear_outbound_data_buffer()
+                self._calm = ("control_flood_goaways", f"{self._control_queued} replies queued")
             for ev in events:
+                if self._calm is not None:
+                    break
                 self._dispatch(ev)
+            if self._calm is not None:
+                event, why = self._calm
+                self._bound(event, f"{why}: GOAWAY ENHANCE_YOUR_CALM")
+                code = ErrorCodes.ENHANCE_YOUR_CALM
+                await self._goaway_then_linger(_goaway_frame(code, self.highest_stream_id))
+                return
             for g in goaways:
                 # the peer opens no new streams; in-flight ones finish, then it closes
                 if g.error_code != ErrorCodes.NO_ERROR:
@@ -332,6 +398,19 @@ class H2ServerConnection:
                     return
             self._queue()  # no wait: a peer blocked writing to us must still be read
 
+    async def _goaway_then_linger(self, frames: bytes) -> None:
+        """Queue `frames` (ending with our GOAWAY), then read and discard what the peer still
+        sends for up to GOAWAY_LINGER_S, until it closes. Closing at once would answer its
+        unread bytes with a TCP RST, which can destroy the GOAWAY before the peer reads it."""
+        self._queue(frames)
+        with trio.move_on_after(GOAWAY_LINGER_S):
+            while not self.dead:
+                try:
+                    if not await self.transport.receive_some(RECEIVE_BYTES):
+                        return
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
     async def _flush_quietly(self, extra: bytes = b"") -> None:
         try:
             with trio.move_on_after(1):
@@ -339,14 +418,41 @@ class H2ServerConnection:
         except PeerGone:
             pass
 
+    def _bound(self, event: BoundEvent, detail: str) -> None:
+        """A bound was hit: one log line, one count."""
+        log.info("h2 bound %s: peer %s: %s", event, self.peer, detail)
+        self.totals.stats.note(event)
+
+    async def _close_when_idle(self) -> None:
+        """GOAWAY(NO_ERROR) and close once no stream was open for idle_timeout_s."""
+        timeout = self.limits.idle_timeout_s
+        while True:
+            await self._idle.wait()
+            since = self._idle_since
+            await trio.sleep_until(since + timeout)
+            if self._idle.is_set() and self._idle_since == since:
+                break
+        last = self.highest_stream_id
+        self.goaway_last_id = last  # a stream racing the GOAWAY is refused
+        self._bound("idle_closed", f"no open stream for {timeout:g} s: GOAWAY NO_ERROR")
+        self._queue(_goaway_frame(ErrorCodes.NO_ERROR, last))  # no wait: the peer may not read
+        await trio.sleep(GOAWAY_LINGER_S)  # the peer closes first; its EOF ends the connection
+        self._die()
+
+    def reset_stalled(self, st: _Stream) -> None:
+        """Reset a stream whose send side waited stream_stall_timeout_s for window."""
+        st.reset = True
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.conn.reset_stream(st.id, ErrorCodes.CANCEL)
+        self._queue()
+        timeout = self.limits.stream_stall_timeout_s
+        self._bound("stalled_resets", f"stream {st.id} without window for {timeout:g} s: CANCEL")
+
     async def _drain_on_shutdown(self) -> None:
         await self.shutdown.wait()
         last = self.highest_stream_id
         self.goaway_last_id = last
-        goaway = GoAwayFrame(0)
-        goaway.last_stream_id = last
-        goaway.error_code = ErrorCodes.NO_ERROR
-        await self.flush(goaway.serialize())
+        await self.flush(_goaway_frame(ErrorCodes.NO_ERROR, last))
         if self.streams:
             await self._idle.wait()
         self.conn.close_connection(ErrorCodes.NO_ERROR, last_stream_id=last)
@@ -371,8 +477,10 @@ class H2ServerConnection:
                 if st.window_event is not None:
                     st.window_event.set()
                 if not st.started:  # no task will remove it
-                    del self.streams[st.id]
-                    self._streams_changed()
+                    self._drop(st)
+                if not self._resets.take(trio.current_time()):
+                    rate = self.limits.rapid_reset_limit
+                    self._calm = ("rapid_reset_goaways", f"more than {rate} resets per second")
         elif isinstance(ev, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             sid = getattr(ev, "stream_id", 0)
             targets = self.streams.values() if not sid else [self.streams.get(sid)]
@@ -397,11 +505,22 @@ class H2ServerConnection:
         self._streams_changed()
 
     def _streams_changed(self) -> None:
-        """Keep `_idle` set exactly when no stream is open (graceful shutdown waits on it)."""
+        """Keep `_idle` set exactly when no stream is open (graceful shutdown and the idle
+        timeout wait on it), `_idle_since` when that began."""
         if not self.streams:
-            self._idle.set()
+            if not self._idle.is_set():
+                self._idle.set()
+                self._idle_since = trio.current_time()
         elif self._idle.is_set():
             self._idle = trio.Event()
+
+    def _drop(self, st: _Stream) -> None:
+        """Forget a stream no task runs for, and give its body's bytes back."""
+        self._bodies.release(st.reserved_bytes)
+        st.reserved_bytes = 0
+        st.body = bytearray()
+        del self.streams[st.id]
+        self._streams_changed()
 
     def _on_data(self, ev: h2.events.DataReceived) -> None:
         sid = ev.stream_id
@@ -410,12 +529,29 @@ class H2ServerConnection:
         st = self.streams.get(sid)
         if st is None or st.too_large:
             return
-        if len(st.body) + len(ev.data or b"") > self.config.max_request_body_bytes:
+        data = ev.data or b""
+        if len(st.body) + len(data) > self.config.max_request_body_bytes:
             st.too_large = True
-            st.body.clear()
+            st.body = bytearray()
+            self._bodies.release(st.reserved_bytes)
+            st.reserved_bytes = 0
             self._start(st)
             return
-        st.body += ev.data or b""
+        if not self._bodies.reserve(len(data)):
+            # RFC 9113 §8.7: REFUSED_STREAM = not processed at all, safe to retry later
+            held = self._bodies.used_bytes
+            self._bound(
+                "body_refused",
+                f"stream {sid}: {held} B of bodies held on this connection, "
+                f"{self.totals.bodies.used_bytes} B in all: REFUSED_STREAM",
+            )
+            st.reset = True
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self._drop(st)
+            return
+        st.reserved_bytes += len(data)
+        st.body += data
 
     def _start(self, st: _Stream) -> None:
         st.started = True
@@ -432,10 +568,12 @@ class H2ServerConnection:
             elif name == ":path":
                 path = value
             headers.append((name, value))
-        return Request(method, path, tuple(headers), bytes(st.body), "h2", st.id, False)
+        body, st.body = bytes(st.body), bytearray()  # one copy held, not two
+        return Request(method, path, tuple(headers), body, "h2", st.id, False)
 
     async def _run_stream(self, st: _Stream) -> None:
         self.requests += 1
+        self.totals.stats.requests += 1
         writer = _Writer(self, st)
         try:
             with st.scope:
@@ -465,6 +603,8 @@ class H2ServerConnection:
                 # RFC 9113 §8.1: a complete response may precede the rest of the request body.
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     self.conn.reset_stream(st.id, ErrorCodes.NO_ERROR)
+            self._bodies.release(st.reserved_bytes)
+            st.reserved_bytes = 0
             self.streams.pop(st.id, None)
             self._streams_changed()
 
@@ -481,7 +621,7 @@ async def _http11(stream: trio.abc.Stream, config: ServerConfig) -> None:
     body = b"this server speaks HTTP/2 (ALPN h2) and HTTP/3\n"
     head = (
         "HTTP/1.1 505 HTTP Version Not Supported\r\n"
-        f'alt-svc: h3=":{config.port}"; ma=86400\r\nlab-early-data: 0\r\n'
+        f'alt-svc: h3=":{config.port}"; ma=86400\r\n{EARLY_DATA_HEADER}: 0\r\n'
         f"content-type: text/plain\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     await stream.send_all(head.encode() + body)
@@ -493,6 +633,7 @@ async def _serve_one(
     config: ServerConfig,
     handler: Handler,
     shutdown: trio.Event,
+    totals: ServerTotals,
 ) -> None:
     try:
         peer = "?"
@@ -518,7 +659,7 @@ async def _serve_one(
             finally:
                 await trio.aclose_forcefully(tls)
             return
-        await H2ServerConnection(tls, config, handler, shutdown, peer).run()
+        await H2ServerConnection(tls, config, handler, shutdown, peer, totals).run()
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
         log.debug("h2 connection ended: %r", e)
         await trio.aclose_forcefully(sock_stream)
@@ -539,18 +680,19 @@ async def serve_h2(
     """Accept TLS connections on the bound `listeners` until `shutdown`, then drain and return.
 
     After `shutdown`, connections get `config.grace_s` to finish in-flight requests; whatever
-    is still running then is cancelled.
+    is still running then is cancelled. Logs the `h2 summary:` line (the bounds' counters) at
+    the end.
     """
     trio_listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in listeners]
     for s in listeners:
         set_tcp_options(s, config.h2.tcp_congestion, config.h2.tcp_notsent_lowat_bytes)
+    totals = ServerTotals(config.h2_limits.max_buffered_request_bytes_total)
+    args = (ssl_context, config, handler, shutdown, totals)
     try:
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
                 for lst in trio_listeners:
-                    acceptors.start_soon(
-                        _accept_loop, lst, connections, ssl_context, config, handler, shutdown
-                    )
+                    acceptors.start_soon(_accept_loop, lst, connections, *args)
                 task_status.started()
                 await shutdown.wait()
                 acceptors.cancel_scope.cancel()
@@ -561,6 +703,7 @@ async def serve_h2(
         for lst in trio_listeners:
             with trio.CancelScope(shield=True):
                 await lst.aclose()
+        log.info("%s", totals.summary())
 
 
 async def _accept_loop(
@@ -570,6 +713,7 @@ async def _accept_loop(
     config: ServerConfig,
     handler: Handler,
     shutdown: trio.Event,
+    totals: ServerTotals,
 ) -> None:
     while True:
         try:
@@ -578,4 +722,5 @@ async def _accept_loop(
             log.warning("accept failed: %s", e)
             await trio.sleep(0.1)
             continue
-        connections.start_soon(_serve_one, stream, ssl_context, config, handler, shutdown)
+        args = (ssl_context, config, handler, shutdown, totals)
+        connections.start_soon(_serve_one, stream, *args)

@@ -31,6 +31,29 @@ class H2Settings:
 
 
 @dataclass(frozen=True)
+class H2ServerLimits:
+    """Resource bounds of the HTTP/2 server (the clients have none); seconds and bytes.
+
+    Each bound answers as RFC 9113 asks when hit (docs/http.md, "Bounds"). The defaults leave the
+    lab's own traffic alone: idle time counts only while no stream is open (a watch is never
+    idle), a stall only while a stream waits on the peer's flow-control window (16 MiB windows
+    never run dry for a reading client, even at 100 Mbit/s × 200 ms).
+    """
+
+    idle_timeout_s: float = 90.0  # no open stream this long: GOAWAY(NO_ERROR), close (apiserver's)
+    stream_stall_timeout_s: float = 30.0  # send side blocked on the peer's window: RST(CANCEL)
+    # request bodies held in memory (received, handler not finished): REFUSED_STREAM above
+    max_buffered_request_bytes_per_connection: int = 64 * 1024 * 1024  # apiserver: 256 KiB × 250
+    max_buffered_request_bytes_total: int = 256 * 1024 * 1024  # all h2 connections together
+    # peer resets of unfinished streams per second, token bucket (bursts of this many): above,
+    # GOAWAY(ENHANCE_YOUR_CALM); 2× the default stream limit, so a client may reset all at once
+    rapid_reset_limit: int = 200
+    # frames h2 queued in reply (PING/SETTINGS ACK, RST_STREAM, ...) the writer has not taken
+    # yet: above, GOAWAY(ENHANCE_YOUR_CALM) (Go's net/http2 closes at 10,000 too)
+    max_queued_control_frames: int = 10_000
+
+
+@dataclass(frozen=True)
 class QuicSettings:
     """QUIC / HTTP/3 settings; data limits in bytes, timeouts in seconds."""
 
@@ -45,6 +68,22 @@ class QuicSettings:
 
 
 @dataclass(frozen=True)
+class QuicServerLimits:
+    """Bounds on the HTTP/3 server's state for connections that have not finished their
+    handshake ("half-open"); counts are connections, timeouts seconds. See docs/http3.md.
+
+    Above `max_half_open` new Initials are dropped without an answer, rather than refused with
+    CONNECTION_CLOSE(CONNECTION_REFUSED): a real client retransmits its Initial and gets in once
+    a slot frees (at the latest `handshake_timeout_s` later), where a refusal would make it give
+    up; and an overloaded server spends nothing on encrypting answers to a flood.
+    """
+
+    retry_above_half_open: int = 100  # from this many half-open on, token-less Initials get Retry
+    max_half_open: int = 256  # hard cap: Initials beyond it are dropped
+    handshake_timeout_s: float = 10.0  # a half-open connection is discarded after this
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything `lab serve` needs; certificate paths from lab.http.tls."""
 
@@ -53,7 +92,9 @@ class ServerConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     h2: H2Settings = field(default_factory=H2Settings)
+    h2_limits: H2ServerLimits = field(default_factory=H2ServerLimits)  # h2 resource bounds
     quic: QuicSettings = field(default_factory=QuicSettings)
+    quic_limits: QuicServerLimits = field(default_factory=QuicServerLimits)  # h3 half-open bounds
     pod_size_bytes: int = 2048  # size of one synthetic pod in List responses
     pod_count: int = 500  # pods per namespace
     grace_s: float = 10.0  # graceful shutdown: time given to in-flight requests
