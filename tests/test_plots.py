@@ -39,22 +39,56 @@ def _series(ax) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in out.items()}
 
 
-def test_ttfb_has_reference_lines_and_a_line_per_protocol_and_mode(run_df: pd.DataFrame) -> None:
-    ax = plots.plot_ttfb(run_df, _ax())
-    labels = _labels(ax)
-    assert {"1 RTT", "2 RTT", "3 RTT"} <= set(labels)
-    assert {"h2 cold", "h2 resumed", "h3 cold", "h3 resumed", "h3 zero_rtt"} <= set(labels)
-    assert "loss 0%" in ax.get_title()  # other axes fixed at their lowest value
+def _drawn_as_points(ax) -> None:
+    """Nothing is a line against x: every series is a single point without a connecting line,
+    every other line is horizontal (a reference value)."""
+    assert ax.containers
+    for c in ax.containers:
+        line = c.lines[0]
+        assert len(line.get_xdata()) == 1 and line.get_linestyle() == "None", c.get_label()
+    for ln in ax.get_lines():
+        if any(ln is c.lines[0] for c in ax.containers):
+            continue
+        y = np.asarray(ln.get_ydata(), float)
+        assert np.all(y == y[0]), ln.get_label()  # horizontal
+
+
+def test_ttfb_at_one_rtt_is_points_beside_horizontal_references(run_df: pd.DataFrame) -> None:
+    ax = plots.plot_ttfb(run_df, _ax())  # the fixture has one base RTT, 50 ms
+    _drawn_as_points(ax)
+    assert set(_labels(ax)) == {"1 RTT", "2 RTT", "3 RTT"}
+    assert "base RTT 50 ms" in ax.get_title() and "loss 0%" in ax.get_title()
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["h2 cold", "h2 resumed", "h3 cold", "h3 resumed", "h3 zero_rtt"]
     series = _series(ax)
-    # each handshake lies nearest to its textbook reference line at the cell's RTT
-    at_rtt = {k: np.interp(BASE_RTT_MS, *series[f"{k} RTT"]) for k in (1, 2, 3)}
+    ref = {k: series[f"{k} RTT"][1][0] for k in (1, 2, 3)}
+    assert ref == {k: pytest.approx(k * BASE_RTT_MS) for k in (1, 2, 3)}
+    # each handshake lies nearest to its textbook reference
     for label, k in (("h3 zero_rtt", 1), ("h3 cold", 2), ("h2 cold", 3), ("h2 resumed", 3)):
         y = series[label][1][0]
-        assert min(at_rtt, key=lambda j: abs(at_rtt[j] - y)) == k, label
+        assert min(ref, key=lambda j: abs(ref[j] - y)) == k, label
     # the h3 0-RTT point sits near 1 RTT, h2 cold near 3 RTT (fixture: +0.02…0.15 RTT)
-    assert series["h3 zero_rtt"][0][0] == pytest.approx(BASE_RTT_MS)
     assert series["h3 zero_rtt"][1][0] == pytest.approx(1.1 * BASE_RTT_MS, rel=0.08)
     assert series["h2 cold"][1][0] == pytest.approx(3.1 * BASE_RTT_MS, rel=0.05)
+
+
+def test_a_single_loss_rate_or_stream_count_is_not_drawn_as_a_line(run_df: pd.DataFrame) -> None:
+    one_loss = run_df[run_df["link.loss.rate"] == 0.01]
+    ax = plots.plot_goodput(one_loss, _ax())
+    _drawn_as_points(ax)
+    assert "loss 1%" in ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["h2", "h3"]
+    h2, h3 = (_series(ax)[p][1][0] for p in ("h2", "h3"))
+    assert 14 < h3 < h2 < 18  # fixture at 1% loss: 20 × 0.92 × {0.9, 0.8}
+
+    one_count = one_loss[one_loss["watch.streams"] == 16]
+    ax = plots.plot_hol_spread(one_count, _ax())
+    _drawn_as_points(ax)
+    assert "16 streams" in ax.get_title()
+    series = _series(ax)
+    assert series["1: all streams wait"][1][0] == 1.0
+    assert series["1/N = 1/16: one stream waits"][1][0] == pytest.approx(1 / 16)
+    assert series["h2"][1][0] > 0.8 and series["h3"][1][0] < 0.25
 
 
 def test_ttfb_rtt_sweep_puts_points_at_each_rtt() -> None:
@@ -90,7 +124,7 @@ def test_zero_rtt_without_early_data_is_not_labelled_zero_rtt() -> None:
         for r in range(3)
         for m, v, u in (("ttfb_ms", 100.0, "ms"), ("ttfb_rtt", 2.0, "rtt"))
     ]
-    labels = _labels(plots.plot_ttfb(samples_frame(rows), _ax()))
+    labels = set(_series(plots.plot_ttfb(samples_frame(rows), _ax())))
     assert "h3 zero_rtt→1-RTT" in labels
     assert "h3 zero_rtt" not in labels
 

@@ -157,7 +157,10 @@ def test_report_renders_in_chromium(browser: DevTools, tmp_path: Path) -> None:
             "JSON.stringify({title: document.title, n: document.images.length,"
             " images: Array.from(document.images).map(i => [i.complete, i.naturalWidth,"
             " i.naturalHeight, i.src.slice(0, 22)]),"
-            " headings: Array.from(document.querySelectorAll('h2')).map(h => h.textContent)})"
+            " headings: Array.from(document.querySelectorAll('h2')).map(h => h.textContent),"
+            " shown: Array.from(document.querySelectorAll('table'))"
+            ".filter(t => t.checkVisibility()).map(t => t.rows[0].cells[0].textContent),"
+            " closed: document.querySelectorAll('details:not([open]) table').length})"
         ),
         returnByValue=True,
     )
@@ -168,6 +171,12 @@ def test_report_renders_in_chromium(browser: DevTools, tmp_path: Path) -> None:
         assert complete and width > 0 and height > 0
         assert src == "data:image/png;base64,"
     assert "Watch streams (head-of-line blocking)" in info["headings"]
+    # the answers first, the environment last and collapsed
+    assert info["headings"][0] == "KEP claims"
+    assert info["headings"][-1] == "Scenario and environment"
+    assert info["shown"][0] == "claim"  # the first visible table is the claims table
+    assert "setting" not in info["shown"]  # no environment table is visible …
+    assert info["closed"] >= 4  # … they are inside closed <details>
 
     errors = [
         e

@@ -9,7 +9,8 @@ protocol × workload × metric × handshake mode is compared on its per-repetiti
    correction over all comparisons of the two runs, gives q < alpha (0.05) — when a side has
    fewer than 4 repetitions the test cannot reach 0.05 at all, so it is skipped and the row is
    flagged "few repetitions";
-3. the relative change |median(B) / median(A) − 1| is at least `min_effect` (default 10%).
+3. the relative change |median(B) / median(A) − 1| is at least `min_effect` (default 10%, the
+   relative minimum effect the verdicts use too: lab.evidence.effect).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control
 
+from lab.evidence.effect import MIN_RELATIVE_EFFECT
 from lab.evidence.significance import bootstrap_ratio, mann_whitney_p
 from lab.evidence.stats import Interval
 from lab.evidence.verdicts import direction, effective_mode
 from lab.results.reader import load
 
-MIN_EFFECT = 0.10
 ALPHA = 0.05
 MIN_REPS_FOR_TEST = 4  # exact two-sided Mann-Whitney with 3 vs 3 cannot go below p = 0.1
 EXCLUDED = frozenset({"cpu_bound"})
@@ -106,7 +107,7 @@ def compare(
     meta_a: dict[str, Any] | None = None,
     meta_b: dict[str, Any] | None = None,
     *,
-    min_effect: float = MIN_EFFECT,
+    min_effect: float = MIN_RELATIVE_EFFECT,
     alpha: float = ALPHA,
     seed: int = 0,
 ) -> list[Difference]:
@@ -217,7 +218,7 @@ def difference_frame(diffs: list[Difference]) -> pd.DataFrame:
 
 # --- entry points for the CLI -------------------------------------------------------------
 def compare_runs(
-    run_a: str | Path, run_b: str | Path, *, min_effect: float = MIN_EFFECT
+    run_a: str | Path, run_b: str | Path, *, min_effect: float = MIN_RELATIVE_EFFECT
 ) -> list[Difference]:
     """Load two run directories and compare them (B against A)."""
     a, b = load(run_a), load(run_b)

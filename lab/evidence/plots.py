@@ -4,6 +4,11 @@ returns the `ax`. When the run has no data for a plot, the function writes "no d
 and returns it (never raises), so a report or a notebook keeps going.
 
 Intervals are 95% bootstrap intervals over repetitions (lab.evidence.significance).
+
+A plot against an axis (TTFB against RTT, goodput against loss, HOL spread against streams) draws
+lines only when the run has more than one value of that axis; with a single value it draws one
+point per series side by side (the value named in the title), since a line against one value
+means nothing, and constant references (1 RTT, 1/N) become horizontal lines.
 """
 
 from __future__ import annotations
@@ -17,13 +22,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lab.evidence.significance import (
-    bootstrap_median,
-    drop_unstalled,
-    per_repetition,
-    relevant_axes,
-)
-from lab.evidence.verdicts import effective_mode
+from lab.evidence.significance import bootstrap_median, per_repetition, relevant_axes
+from lab.evidence.verdicts import defined_hol_spread, effective_mode
 
 PROTOCOL_COLORS = {"h2": "#1f77b4", "h3": "#d95f02"}
 MODE_MARKERS = {"cold": "o", "resumed": "s", "zero_rtt": "^", "zero_rtt→1-RTT": "v"}
@@ -191,11 +191,52 @@ def _summary_series(
         _errorbar(ax, s, x, scale=scale, color=_color(key[0]), marker="o", ls=style, label=label)
 
 
+def _single_valued(summary: pd.DataFrame, x: str) -> bool:
+    """True when the plot's x axis has one value: draw points, not lines (module docstring)."""
+    return bool(summary[x].nunique(dropna=True) == 1)
+
+
+def _points(
+    ax: Axes,
+    summary: pd.DataFrame,
+    keys: list[str],
+    cond: list[str],
+    marker: Callable[[tuple[Any, ...]], str] = lambda key: "o",
+) -> None:
+    """One point with its 95% interval per series of a `_summarise_x` table whose x has a
+    single value, side by side at positions 0, 1, …, each named by a tick label; no line."""
+    levels = _levels(summary, cond)
+    labels = []
+    for i, (key, s) in enumerate(summary.groupby([*keys, *cond], sort=True)):
+        label, _ = _styled(key, len(keys), cond, levels)
+        med, low, high = (float(s[c].iloc[0]) for c in ("median", "low", "high"))
+        low, high = (med if np.isnan(low) else low), (med if np.isnan(high) else high)
+        yerr = [[max(med - low, 0.0)], [max(high - med, 0.0)]]
+        ax.errorbar(
+            [i], [med], yerr=yerr, capsize=4, markersize=7, linestyle="none",
+            color=_color(key[0]), marker=marker(key), label=label,
+        )  # fmt: skip
+        labels.append(label.replace(", ", "\n"))
+    ax.set_xticks(range(len(labels)), labels, fontsize="small")
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+
+
+def _notes(*parts: str) -> str:
+    return ", ".join(p for p in parts if p)
+
+
+def _reference_legend(ax: Axes, **kw: Any) -> None:
+    """A legend of the reference lines only (the points are named by their tick labels)."""
+    handles = [ln for ln in ax.get_lines() if not str(ln.get_label()).startswith("_")]
+    ax.legend(handles=handles, **kw)
+
+
 # --- the plots ----------------------------------------------------------------------------
 def plot_ttfb(df: pd.DataFrame, ax: Axes, *, workload: str | None = "handshake") -> Axes:
     """TTFB (ms) against base RTT (ms), one line per protocol × handshake mode, with medians
-    over repetitions, 95% intervals and reference lines at 1, 2 and 3 RTT. Other axes are
-    fixed at their lowest value (textbook TTFB is without loss), named in the title."""
+    over repetitions, 95% intervals and reference lines at 1, 2 and 3 RTT (with a single RTT:
+    one point per protocol × mode and horizontal references). Other axes are fixed at their
+    lowest value (textbook TTFB is without loss), named in the title."""
     title = "Time to first byte by handshake mode"
     rows = _select(df, workload, "ttfb_ms")
     if rows.empty:
@@ -209,6 +250,17 @@ def plot_ttfb(df: pd.DataFrame, ax: Axes, *, workload: str | None = "handshake")
     rows, _, note = _conditions(rows, _axes(rows, workload, "rtt_ms"), 1, prefer="min")
     keys = [*_series_keys(rows), "hs_mode"]
     summary = _summarise_x(rows, "rtt_ms", keys, "ttfb_ms")
+    if _single_valued(summary, "rtt_ms"):
+        rtt_ms = float(summary["rtt_ms"].iloc[0])
+        for k, style in zip((1, 2, 3), (":", "--", "-."), strict=True):
+            ax.axhline(k * rtt_ms, color="0.6", linestyle=style, linewidth=1, label=f"{k} RTT")
+        _points(ax, summary, keys, [], marker=lambda key: MODE_MARKERS.get(str(key[-1]), "D"))
+        ax.set_ylim(0, max(3.5 * rtt_ms, float(summary["high"].max()) * 1.1))
+        ax.set_ylabel("TTFB (ms), median, 95% CI")
+        ax.set_title(_title(title, _notes(f"base RTT {rtt_ms:g} ms", note)))
+        ax.grid(True, axis="y", alpha=0.3)
+        _reference_legend(ax, fontsize="small")
+        return ax
     xmax = float(summary["rtt_ms"].max()) * 1.15 or 1.0
     xs = np.array([0.0, xmax])
     for k, style in zip((1, 2, 3), (":", "--", "-."), strict=True):
@@ -236,7 +288,8 @@ def plot_ttfb(df: pd.DataFrame, ax: Axes, *, workload: str | None = "handshake")
 
 def plot_goodput(df: pd.DataFrame, ax: Axes, *, workload: str | None = "bulk") -> Axes:
     """Goodput (Mbit/s) against loss rate (%), one line per protocol (line style per value of
-    any other axis that matters), medians over repetitions with 95% bootstrap intervals."""
+    any other axis that matters), medians over repetitions with 95% bootstrap intervals; with a
+    single loss rate one point per series."""
     title = "Goodput against loss"
     rows = _select(df, workload, "goodput_mbit")
     if rows.empty:
@@ -249,6 +302,14 @@ def plot_goodput(df: pd.DataFrame, ax: Axes, *, workload: str | None = "bulk") -
     rows, cond, note = _conditions(rows, _axes(rows, workload, xcol), len(LINESTYLES))
     keys = _series_keys(rows)
     summary = _summarise_x(rows, xcol, [*keys, *cond], "goodput_mbit")
+    if _single_valued(summary, xcol):
+        loss = _axis_label("loss.rate", summary[xcol].iloc[0])
+        _points(ax, summary, keys, cond)
+        ax.set_ylabel("goodput (Mbit/s), median, 95% CI")
+        ax.set_ylim(0, float(summary["high"].fillna(summary["median"]).max()) * 1.15 or 1.0)
+        ax.set_title(_title("Goodput", _notes(loss, note)))
+        ax.grid(True, axis="y", alpha=0.3)
+        return ax
     _summary_series(ax, summary, xcol, keys, cond, scale=100.0)
     ax.set_xlim(-0.1, float(summary[xcol].max()) * 115 + 0.1)  # from 0 %, also for one value
     ax.set_xlabel("packet loss (%)")
@@ -291,12 +352,13 @@ def plot_excess_cdf(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch
 def plot_hol_spread(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch") -> Axes:
     """HOL spread against the number of streams, one line per protocol (line style per value of
     other axes, e.g. loss), medians over repetitions with 95% intervals; references: 1 (every
-    stream waits: TCP) and 1/N (only the stream that lost data waits)."""
+    stream waits: TCP) and 1/N (only the stream that lost data waits). With a single stream
+    count: one point per series and the references as horizontal lines."""
     title = "Head-of-line blocking spread"
     rows = _select(df, workload, "hol_spread")
     if rows.empty:
         return _empty(ax, title, "no hol_spread aggregates")
-    rows = drop_unstalled(df, rows)
+    rows = defined_hol_spread(df, rows)
     if rows.empty:
         return _empty(ax, title, "no stalled events (HOL spread is undefined without stalls)")
     streams = _streams_column(df, workload or "watch")
@@ -307,6 +369,18 @@ def plot_hol_spread(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch
     rows, cond, note = _conditions(rows, _axes(rows, workload, "n_streams"), 4)
     keys = _series_keys(rows)
     summary = _summarise_x(rows, "n_streams", [*keys, *cond], "hol_spread")
+    if _single_valued(summary, "n_streams"):
+        n = int(summary["n_streams"].iloc[0])
+        ax.axhline(1.0, color="0.6", linestyle="--", label="1: all streams wait")
+        if n > 1:
+            ax.axhline(1 / n, color="0.6", linestyle=":", label=f"1/N = 1/{n}: one stream waits")
+        _points(ax, summary, keys, cond)
+        ax.set_ylim(0, 1.1)
+        ax.set_ylabel("HOL spread (median, 95% CI)")
+        ax.set_title(_title(title, _notes(_axis_label("streams", n), note)))
+        ax.grid(True, axis="y", alpha=0.3)
+        _reference_legend(ax, fontsize="small")
+        return ax
     ns = np.array(sorted(summary["n_streams"].unique()), dtype=float)
     lo, hi = max(ns.min() / 1.5, 0.75), ns.max() * 1.5  # room around a single stream count
     grid = np.geomspace(lo, hi, 50)

@@ -5,10 +5,11 @@ Writes, into the run directory (or `out_dir`):
 - `report.html` self-contained: the same content, plots embedded as base64 PNG, inline CSS,
   no scripts and no external resources.
 
-Content: status (a banner when the run is incomplete), verdicts at a glance, scenario and
-environment (versions, impairment backend and applied settings, stack settings, seeds), then per
-workload its plots and a verdict table (h3/h2 ratio with a 95% bootstrap interval), failed
-cells, and how to read the numbers.
+Content, answers first: status (a banner when the run is incomplete), the KEP's claims (per
+claim the condition, h2, h3, the h3/h2 ratio with its 95% interval, the verdict and every
+confound), verdicts at a glance, per workload its plots and a verdict table, failed cells, how to
+read the numbers, and last the scenario and environment (versions, impairment backend and applied
+settings, stack settings, cells, seeds; collapsed in the HTML).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import numpy as np
 import pandas as pd
 
 from lab.evidence import plots
+from lab.evidence.claims import ClaimRow, claim_rows, confounds
+from lab.evidence.effect import ABSOLUTE_FLOORS, MIN_RELATIVE_EFFECT
 from lab.evidence.significance import with_link_columns
-from lab.evidence.verdicts import MIN_REPETITIONS, Verdict, direction, verdicts
+from lab.evidence.verdicts import FLAG_MEANINGS, MIN_REPETITIONS, Verdict, direction, verdicts
 from lab.results.reader import RunResults, load
 from lab.results.schema import ERROR_FIELDS
 
@@ -42,6 +45,7 @@ KEY_METRICS: dict[str, tuple[str, ...]] = {
 OUTCOME_TEXT = {
     "better": "h3 better",
     "worse": "h3 worse",
+    "no meaningful difference": "no meaningful difference",
     "no significant difference": "no significant difference",
     "undecided": "undecided",
 }
@@ -72,8 +76,12 @@ class Image:
 
 @dataclass
 class Details:
+    """Collapsed content; `collapse_markdown` False: collapsed in the HTML only, a `###` section
+    in the Markdown (which is pasted into KEPs and pull requests)."""
+
     summary: str
     blocks: list[Any]
+    collapse_markdown: bool = True
 
 
 @dataclass
@@ -165,19 +173,19 @@ def _fmt(v: float, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
-def _units(samples: pd.DataFrame) -> dict[str, str]:
-    u = samples.drop_duplicates("metric").set_index("metric")["unit"]
-    return {str(k): ("" if v in ("fraction", "bool") else str(v)) for k, v in u.items()}
+def _display_unit(unit: str) -> str:
+    """The unit written after a value: none for fractions and flags, RTT for base-RTT units."""
+    return {"fraction": "", "bool": "", "count": "", "rtt": "RTT"}.get(unit, unit)
 
 
 def _condition(v: Verdict) -> str:
     return ", ".join(f"{k}={val}" for k, val in v.condition.items()) or "all cells"
 
 
-def _verdict_table(vs: list[Verdict], units: dict[str, str]) -> Table:
+def _verdict_table(vs: list[Verdict], meta: dict[str, Any]) -> Table:
     rows = []
     for v in vs:
-        unit = units.get(v.metric, "")
+        unit = _display_unit(v.unit)
         mode = v.mode or ""
         if v.mode and v.h2_mode and v.h2_mode != v.mode:
             mode = f"{v.mode} (h2: {v.h2_mode})"
@@ -192,11 +200,85 @@ def _verdict_table(vs: list[Verdict], units: dict[str, str]) -> Table:
                 v.ratio_text(),
                 str(v.n_pairs),
                 OUTCOME_TEXT[v.outcome],
-                "; ".join(v.flags),
+                "; ".join(confounds(v, meta)),
             ]
         )
     headers = ["condition", "metric", "mode", "h2", "h3", "h3/h2 [95% CI]", "n", "verdict"]
     return Table([*headers, "flags"], rows)
+
+
+CLAIM_HEADERS = (
+    "claim",
+    "condition",
+    "measure",
+    "h2",
+    "h3",
+    "h3/h2 [95% CI]",
+    "n",
+    "verdict",
+    "confounds",
+)
+
+
+def _ratio_cell(v: Verdict) -> str:
+    return v.ratio_text() + ("" if v.paired else " (unpaired)")
+
+
+def _claim_table(rows: list[ClaimRow]) -> Table:
+    """One row per ClaimRow; the claim is named on the first row of its rows."""
+    out = []
+    for i, r in enumerate(rows):
+        v = r.verdict
+        claim = r.claim.title() if i == 0 or rows[i - 1].claim != r.claim else ""
+        better = "higher" if direction(r.measure.metric) == "higher" else "lower"
+        measure = f"{r.measure.text()} ({better} is better)"
+        if v is None:
+            out.append([claim, r.condition, measure, "—", "—", "—", "0", r.missing, ""])
+            continue
+        unit = _display_unit(v.unit)
+        out.append(
+            [
+                claim,
+                r.condition,
+                measure,
+                _fmt(v.h2_median, unit),
+                _fmt(v.h3_median, unit),
+                _ratio_cell(v),
+                str(v.n_pairs),
+                OUTCOME_TEXT[v.outcome],
+                "; ".join(r.confounds),
+            ]
+        )
+    return Table(list(CLAIM_HEADERS), out)
+
+
+def _floors_text() -> str:
+    """e.g. "1 ms for latencies, 0.05 for fractions, ..." from lab.evidence.effect."""
+    names = {
+        "ms": "latencies",
+        "fraction": "fractions",
+        "rtt": "times in RTTs",
+        "Mbit/s": "goodput",
+    }
+    parts = []
+    for unit, floor in ABSOLUTE_FLOORS.items():
+        shown = "" if unit == "fraction" else f" {'RTT' if unit == 'rtt' else unit}"
+        parts.append(f"{floor:g}{shown} for {names.get(unit, unit)}")
+    return ", ".join(parts)
+
+
+def _claims_section(samples: pd.DataFrame, meta: dict[str, Any]) -> list[Any]:
+    """The answers first: every claim with its verdicts and confounds."""
+    intro = (
+        "HTTP/3 against HTTP/2 on each claim of KEP-3156 and on what the lab adds, one row per "
+        "measure and condition. The ratio is h3/h2 of the medians over (cell, repetition) "
+        "pairs with a 95% bootstrap interval resampling the pairs (h2 and h3 of one "
+        "repetition share the link). A verdict says better or worse only when the interval "
+        f"excludes 1 and the difference is at least {MIN_RELATIVE_EFFECT:.0%} and at least "
+        f'{_floors_text()}; a smaller one reads "no meaningful difference". '
+        "Confounds name what may make a row measure something other than the protocol."
+    )
+    return [Heading("KEP claims"), Para(intro), _claim_table(claim_rows(samples, meta))]
 
 
 def _glance(vs: list[Verdict], workloads: list[str]) -> Table:
@@ -230,6 +312,8 @@ def build(run: RunResults) -> tuple[list[Any], list[str]]:
     df = with_link_columns(samples, meta)
     vs = verdicts(samples) if not samples.empty else []
     workloads = workloads_in(samples) if not samples.empty else []
+    if not samples.empty:
+        blocks.extend(_claims_section(samples, meta))
     if vs:
         blocks.append(Heading("Verdicts at a glance"))
         blocks.append(
@@ -239,14 +323,13 @@ def build(run: RunResults) -> tuple[list[Any], list[str]]:
             )
         )
         blocks.append(_glance(vs, workloads))
-    blocks.extend(_environment(meta))
-    units = _units(samples) if not samples.empty else {}
     for wl in workloads:
-        blocks.extend(_workload_section(wl, df, [v for v in vs if v.workload == wl], units))
+        blocks.extend(_workload_section(wl, df, [v for v in vs if v.workload == wl], meta))
     if len(run.errors):
         blocks.extend(_failed_cells(run.errors))
         warnings.append(f"{len(run.errors)} failed (cell, repetition, protocol, workload)")
     blocks.extend(_method())
+    blocks.extend(_environment(meta))
     return blocks, warnings
 
 
@@ -260,8 +343,6 @@ def _header(run: RunResults) -> tuple[list[Any], list[str]]:
     if msg:
         blocks.append(Para("Warning: " + msg, warn=True))
         warnings.append(msg)
-    if scen.get("description"):
-        blocks.append(Para(str(scen["description"]).strip()))
     env = meta.get("environment") or {}
     blocks.append(
         Para(
@@ -280,7 +361,7 @@ def _header(run: RunResults) -> tuple[list[Any], list[str]]:
 
 
 def _workload_section(
-    wl: str, df: pd.DataFrame, mine: list[Verdict], units: dict[str, str]
+    wl: str, df: pd.DataFrame, mine: list[Verdict], meta: dict[str, Any]
 ) -> list[Any]:
     """One workload: its plots, the table of its key verdicts, all of them collapsed."""
     out: list[Any] = [Heading(WORKLOAD_TITLES.get(wl, wl))]
@@ -290,9 +371,9 @@ def _workload_section(
     keys = KEY_METRICS.get(wl)
     key_vs = [v for v in mine if keys is None or v.metric in keys]
     if key_vs:
-        out.append(_verdict_table(key_vs, units))
+        out.append(_verdict_table(key_vs, meta))
     if any(v not in key_vs for v in mine):
-        out.append(Details(f"All {len(mine)} verdicts for {wl}", [_verdict_table(mine, units)]))
+        out.append(Details(f"All {len(mine)} verdicts for {wl}", [_verdict_table(mine, meta)]))
     return out
 
 
@@ -306,10 +387,43 @@ def _failed_cells(errors: pd.DataFrame) -> list[Any]:
     ]
 
 
+def _method() -> list[Any]:
+    flags = "; ".join(f"`{m}` — {meaning}" for m, meaning in FLAG_MEANINGS.items())
+    return [
+        Heading("How to read this"),
+        Para(
+            "Each verdict compares HTTP/3 with HTTP/2 on one metric in one condition (the values "
+            "of the matrix axes that matter to the workload). The unit is the repetition: a "
+            "per-sample metric is first reduced to its median per repetition. The ratio is "
+            "median(h3) / median(h2) over (cell, repetition) pairs, with a 95% percentile "
+            "bootstrap interval resampling the pairs (marked unpaired when no repetition has "
+            f"both protocols). Fewer than {MIN_REPETITIONS} pairs → undecided; interval "
+            "containing 1 → no significant difference; a difference below the minimum effect "
+            f"({MIN_RELATIVE_EFFECT:.0%} of h2 and at least {_floors_text()}) → no meaningful "
+            "difference; otherwise the side of 1 the interval lies on → better or worse. Lower "
+            "is better for latencies, completion times, HOL spread and stalled fractions; "
+            "higher for goodput and utilisation."
+        ),
+        Para(
+            f"Flags and confounds: {flags}; too few repetitions; different congestion "
+            "controllers of the two senders (h2's TCP against h3's QUIC, from run.json), or "
+            "unknown ones (an implementation running its own defaults); one watch stream (no "
+            "other stream to block). 0-RTT is counted only when the server saw the request as "
+            "early data (otherwise the mode reads zero_rtt→1-RTT); the loss-anchored HOL "
+            "spread exists only where a loss was counted; the older per-stalled-event one "
+            "(results schema 1) is left out of repetitions where no event stalled."
+        ),
+    ]
+
+
 def _environment(meta: dict[str, Any]) -> list[Any]:
+    """Last: the scenario and the environment, each table collapsed in the HTML."""
     env = meta.get("environment") or {}
     imp = meta.get("impairment") or {}
+    scen = meta.get("scenario") or {}
     out: list[Any] = [Heading("Scenario and environment")]
+    if scen.get("description"):
+        out.append(Para(str(scen["description"]).strip()))
     versions = [
         ("kernel", str(env.get("kernel"))),
         ("iproute2", str(env.get("iproute2"))),
@@ -319,50 +433,26 @@ def _environment(meta: dict[str, Any]) -> list[Any]:
         ("git commit", str(meta.get("git_commit"))),
         ("seed", str(meta.get("seed"))),
     ]
-    out.append(Heading("Versions and seed", 3))
-    out.append(_kv_table(versions))
-    out.append(Heading(f"Impairment: backend {imp.get('backend', '?')}", 3))
-    out.append(_kv_table(_flatten(_group_identical(imp.get("applied") or {}))))
-    out.append(Heading("Stack settings", 3))
-    out.append(_kv_table(_flatten(meta.get("stacks") or {})))
+    sections = [
+        ("Versions and seed", [_kv_table(versions)]),
+        (
+            f"Impairment: backend {imp.get('backend', '?')}",
+            [_kv_table(_flatten(_group_identical(imp.get("applied") or {})))],
+        ),
+        ("Stack settings", [_kv_table(_flatten(meta.get("stacks") or {}))]),
+    ]
     cells = meta.get("cells") or []
     if cells:
         axes = sorted({k for c in cells for k in (c.get("axes") or {})})
-        out.append(Heading("Cells", 3))
-        out.append(
-            Table(
-                ["cell", *axes],
-                [
-                    [c["cell"], *(str((c.get("axes") or {}).get(a, "")) for a in axes)]
-                    for c in cells
-                ],
-            )
+        table = Table(
+            ["cell", *axes],
+            [[c["cell"], *(str((c.get("axes") or {}).get(a, "")) for a in axes)] for c in cells],
         )
-    scen = json.dumps(meta.get("scenario") or {}, indent=2)
-    out.append(Details("The resolved scenario", [Pre(scen)]))
+        sections.append(("Cells", [table]))
+    out += [Details(title, blocks, collapse_markdown=False) for title, blocks in sections]
+    scenario = json.dumps(scen, indent=2)
+    out.append(Details("The resolved scenario", [Pre(scenario)]))
     return out
-
-
-def _method() -> list[Any]:
-    return [
-        Heading("How to read this"),
-        Para(
-            "Each verdict compares HTTP/3 with HTTP/2 on one metric in one condition (the values "
-            "of the matrix axes that matter to the workload). The unit is the repetition: a "
-            "per-sample metric is first reduced to its median per repetition. The ratio is "
-            "median(h3) / median(h2) over (cell, repetition) pairs, with a 95% percentile "
-            "bootstrap interval resampling the pairs. Interval entirely on the good side of 1 → "
-            "better; on the bad side → worse; containing 1 → no significant difference; fewer "
-            f"than {MIN_REPETITIONS} pairs → undecided. Lower is better for latencies, completion "
-            "times, HOL spread and stalled fractions; higher for goodput and utilisation."
-        ),
-        Para(
-            "Flags: `cpu_bound` — a process used more than 90% of a core, so the numbers "
-            "measure Python rather than the protocol; 0-RTT is counted only when the server saw "
-            "the request as early data (otherwise the mode reads zero_rtt→1-RTT); HOL spread is "
-            "left out of repetitions where no event stalled (it is undefined there)."
-        ),
-    ]
 
 
 # --- rendering ----------------------------------------------------------------------------
@@ -391,6 +481,8 @@ def render_markdown(blocks: list[Any]) -> str:
             out.append(f"![{b.alt}]({b.name})")
         elif isinstance(b, Pre):
             out.append(f"```json\n{b.text}\n```")
+        elif isinstance(b, Details) and not b.collapse_markdown:
+            out.append(f"### {b.summary}\n\n{render_markdown(b.blocks).rstrip()}")
         elif isinstance(b, Details):
             inner = render_markdown(b.blocks)
             out.append(
