@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lab.errors import BadInput, LabError, PeerError, RunError, ScenarioError
 from lab.run.lifecycle import install_signal_handlers
@@ -370,8 +370,9 @@ def _add_h3_limit_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _h3_limit_values(args: argparse.Namespace) -> dict[str, float]:
-    """The QuicServerLimits fields given on the command line; BadInput when out of range."""
+def _h3_limit_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The QuicServerLimits fields given on the command line (counts are ints); BadInput when
+    out of range."""
     given = {
         "retry_above_half_open": (args.retry_above_half_open, "--h3-retry-above", 0),
         "max_half_open": (args.max_half_open, "--h3-max-half-open", 1),
@@ -544,6 +545,104 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- merge / k8s --------------------------------------------------------------------------
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge", help="join the shards (or resumed, partial runs) of one scenario into one run"
+    )
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="results/<run-id> …")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the merged run directory")
+    p.add_argument(
+        "--keep-first",
+        action="store_true",
+        help="a pair completed by two runs: keep the copy of the run named first (default: refuse)",
+    )
+    p.set_defaults(handler=_cmd_merge)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from lab.results.merge import merge_runs
+
+    outcome = merge_runs(args.runs, args.out, keep_first=args.keep_first)
+    for w in outcome.warnings:
+        print(f"lab merge: warning: {w}", file=sys.stderr)
+    for (cell, rep), runs in outcome.duplicates.items():
+        print(f"lab merge: duplicate {cell}-{rep} in {', '.join(runs)}: kept {runs[0]}'s")
+    print(
+        f"wrote {outcome.path} ({outcome.status}): {outcome.pairs} of {outcome.planned} "
+        f"(cell, repetition) pairs from {len(args.runs)} run(s)"
+    )
+    if outcome.missing:
+        shown = ", ".join(f"{c}-{r}" for c, r in outcome.missing[:20])
+        more = f" … and {len(outcome.missing) - 20} more" if len(outcome.missing) > 20 else ""
+        print(f"missing {len(outcome.missing)} pair(s): {shown}{more}")
+        print(f"run them with: lab run --resume {outcome.path}")
+        return 1
+    return 0
+
+
+def _add_k8s(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("k8s", help="Kubernetes manifests that run a scenario's shards on a cluster")
+    k8s = p.add_subparsers(dest="k8s_command", required=True, metavar="COMMAND")
+    r = k8s.add_parser(
+        "render", help="an Indexed Job (one pod per shard) and a merge Job, as YAML (docs/scale.md)"
+    )
+    r.add_argument("scenario", help="scenario YAML file (the manifests carry it in a ConfigMap)")
+    r.add_argument("--shards", type=int, required=True, metavar="N", help="number of shards")
+    r.add_argument("--image", default="lab:latest", help="container image with lab installed")
+    r.add_argument(
+        "--results",
+        default="pvc:lab-results",
+        metavar="pvc:NAME | s3://BUCKET/PREFIX",
+        help="where the runs go: a ReadWriteMany PersistentVolumeClaim, or an S3-compatible "
+        "store (credentials from the Secret --s3-secret) (default pvc:lab-results)",
+    )
+    r.add_argument("--name", default=None, help="Job name (default: lab-<scenario name>)")
+    r.add_argument("--namespace", default=None, help="Kubernetes namespace of the objects")
+    r.add_argument("--parallelism", type=int, default=None, help="pods at once (default N)")
+    r.add_argument("--cpus", type=int, default=2, help="CPUs per shard pod, request = limit")
+    r.add_argument("--memory", default="4Gi", help="memory per shard pod, request = limit")
+    r.add_argument("--backoff-limit-per-index", type=int, default=2, metavar="K")
+    r.add_argument("--repeat", type=int, default=None, help="override the scenario's repeat")
+    r.add_argument("--impair", choices=["netem", "emulator"], default=None)
+    r.add_argument("--s3-secret", default="lab-s3", help="Secret with the S3 credentials")
+    r.add_argument("--uploader-image", default=None, help="image with the aws CLI (S3 only)")
+    r.add_argument("-o", "--out", type=Path, default=None, help="write here (default stdout)")
+    r.set_defaults(handler=_cmd_k8s_render)
+
+
+def _cmd_k8s_render(args: argparse.Namespace) -> int:
+    from lab.k8s.options import RenderOptions, parse_results
+    from lab.k8s.render import render_scenario
+
+    try:
+        opts = RenderOptions(
+            shards=args.shards,
+            image=args.image,
+            results=parse_results(args.results),
+            name=args.name,
+            namespace=args.namespace,
+            parallelism=args.parallelism,
+            cpus=args.cpus,
+            memory=args.memory,
+            backoff_limit_per_index=args.backoff_limit_per_index,
+            repeat=args.repeat,
+            impair=args.impair,
+            s3_secret=args.s3_secret,
+            uploader_image=args.uploader_image,
+        )
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    text = render_scenario(args.scenario, opts)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 _SUBCOMMANDS = (
     _add_run,
     _add_validate,
@@ -556,6 +655,8 @@ _SUBCOMMANDS = (
     _add_report,
     _add_check,
     _add_compare,
+    _add_merge,
+    _add_k8s,
 )
 
 

@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "run": 6,
     "calibrate": 7,
     "doctor": 7,
+    "k8s": 7,
     "cli": 8,
     "__main__": 9,
 }

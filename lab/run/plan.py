@@ -1,9 +1,13 @@
-"""Planning of a run (pure): the order of (cell, repetition) pairs and protocols, seeds, and
-time estimates in seconds, from the cells' links (Mbit/s, ms) and workloads."""
+"""Planning of a run (pure): the order of (cell, repetition) pairs and protocols, seeds,
+time estimates in seconds, from the cells' links (Mbit/s, ms) and workloads, and the shards of
+a plan (`lab run --shard I/N`), balanced by those estimates."""
 
 from __future__ import annotations
 
+import heapq
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from lab.link.mathis import mathis_mbit
 from lab.net.mtu import TCP_MSS_IPV4_BYTES
@@ -69,6 +73,66 @@ def estimate_cell_s(cell: Cell) -> float:
 def estimate_run_s(pairs: Sequence[tuple[Cell, int]]) -> float:
     """Estimated seconds of the given (cell, repetition) pairs."""
     return sum(estimate_cell_s(c) for c, _ in pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Shard `index` of `count` (1-based, as `--shard 2/3` says it): a subset of a plan."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 1 ≤ I ≤ N")
+
+    @property
+    def label(self) -> str:
+        """The run-id suffix, e.g. "s2of3"."""
+        return f"s{self.index}of{self.count}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+MAX_SHARDS = 10_000  # one pod per shard; more shards than pairs leaves shards empty
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_shard(text: str) -> Shard:
+    """ "I/N" (1 ≤ I ≤ N ≤ MAX_SHARDS) as a Shard; ValueError saying what is wrong."""
+    m = _SHARD.match(text)
+    if m is None:
+        raise ValueError(f"--shard {text!r}: expected I/N, e.g. 1/3")
+    index, count = int(m.group(1)), int(m.group(2))
+    if not 1 <= count <= MAX_SHARDS:
+        raise ValueError(f"--shard {text!r}: N must be between 1 and {MAX_SHARDS:,}")
+    if not 1 <= index <= count:
+        raise ValueError(f"--shard {text!r}: I must be between 1 and N ({count})")
+    return Shard(index, count)
+
+
+def shard_of_pairs(estimates: Sequence[float], count: int) -> list[int]:
+    """The shard (0-based) of each pair, given each pair's estimated seconds.
+
+    Longest estimate first (ties: plan order), each pair goes to the shard with the least
+    estimated time so far (ties: the lowest shard). Deterministic, and balanced: the most and
+    the least loaded shard differ by at most the longest single estimate (when the busiest
+    shard got its last pair it was the least loaded one)."""
+    heap = [(0.0, k) for k in range(count)]  # (estimated seconds so far, shard): a min-heap
+    out = [0] * len(estimates)
+    for i in sorted(range(len(estimates)), key=lambda i: (-estimates[i], i)):
+        load, k = heapq.heappop(heap)
+        out[i] = k
+        heapq.heappush(heap, (load + estimates[i], k))
+    return out
+
+
+def shard_pairs(pairs: Sequence[tuple[Cell, int]], shard: Shard) -> list[tuple[Cell, int]]:
+    """The pairs of `shard`, in plan order (so an interrupted shard has covered its cells
+    once as early as possible). The shards of one plan are disjoint and cover it."""
+    owner = shard_of_pairs([estimate_cell_s(c) for c, _ in pairs], shard.count)
+    return [pair for pair, s in zip(pairs, owner, strict=True) if s == shard.index - 1]
 
 
 def bytes_sizes(cell: Cell) -> tuple[int, ...]:

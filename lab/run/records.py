@@ -1,5 +1,6 @@
-"""run.json records of a run (pure): what the impairment backend applies per cell, and what
-happened in one (cell, repetition) — phase times in seconds, UTC timestamps."""
+"""run.json records of a run (pure): what the impairment backend applies per cell, what
+happened in one (cell, repetition) — phase times in seconds, UTC timestamps —, the plan and
+the shard of a run, and the machines it ran on."""
 
 from __future__ import annotations
 
@@ -72,6 +73,41 @@ def impairment_info(backend: Backend, cells: Sequence[Cell]) -> dict[str, Any]:
         else:
             applied[cell.id] = {
                 "link": link,
-                "tool": "lab.link.emulator (seeded per cell and repetition)",
+                "tool": "lab.link.emulator (seeded per cell and repetition, restarted from "
+                "the seed for each protocol)",
             }
     return {"backend": backend, "applied": applied}
+
+
+def pairs_record(pairs: Sequence[tuple[Cell, int]]) -> list[list[Any]]:
+    """(cell, repetition) pairs as run.json lists them: [["c000", 0], ...], in run order."""
+    return [[c.id, r] for c, r in pairs]
+
+
+def plan_record(pairs: Sequence[tuple[Cell, int]], estimate_s: float) -> dict[str, Any]:
+    """run.json `plan`: every pair of the whole run (all shards), and its estimate in s."""
+    return {"pairs": pairs_record(pairs), "estimate_s": round(estimate_s, 1)}
+
+
+def shard_record(
+    index: int, count: int, pairs: Sequence[tuple[Cell, int]], estimate_s: float
+) -> dict[str, Any]:
+    """run.json `shard`: which shard this run is (1-based `index` of `count`), its pairs and
+    their estimate in s."""
+    return {
+        "index": index,
+        "count": count,
+        "label": f"s{index}of{count}",
+        "pairs": pairs_record(pairs),
+        "estimate_s": round(estimate_s, 1),
+    }
+
+
+def machine_record(machine: dict[str, Any], now: datetime, completed_before: int) -> dict[str, Any]:
+    """One run.json `machines` entry: the machine a start (or a resume) ran on, when (UTC, to
+    the second), and how many pairs were already completed then."""
+    return {
+        **machine,
+        "started_utc": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "completed_before": completed_before,
+    }

@@ -4,9 +4,12 @@ For every cell and repetition (`plan`):
 
     topology up → impairment (emulator in the router ns, or tc netem) → server in the server ns
     (with its readiness check) → for each protocol (h2,h3 on even repetitions, h3,h2 on odd)
-    the agent (`python -m lab.run.agent`) in the client ns → collect (agent rows, CPU, emulator
-    report) → aggregates (lab.workloads.aggregate) → append_samples, mark_completed →
-    teardown, always (an ExitStack: also on Ctrl-C, timeouts and crashes).
+    the emulator's link models restart from the cell's seed (`EmulatorProcess.reseed`: both
+    protocols meet the same drop decisions by packet index — common random numbers), then the
+    agent (`python -m lab.run.agent`) runs in the client ns → the emulator stops → collect
+    (agent rows, CPU, each protocol's share of the drop log) → aggregates
+    (lab.workloads.aggregate) → append_samples, mark_completed → teardown, always (an
+    ExitStack: also on Ctrl-C, timeouts and crashes).
 
 The runner owns every lifetime: each teardown is registered with `lab.run.lifecycle.owned`, so
 it runs when the cell ends and, should the runner never get there, at interpreter exit. While
@@ -53,22 +56,35 @@ from lab.net.workdir import create_workdir, workdir_path
 from lab.peers import registry
 from lab.peers.proc import stop as stop_process
 from lab.peers.registry import ServerContext
+from lab.results.meta import read_meta
 from lab.results.provenance import make_run_id
 from lab.results.reader import RunResults
-from lab.results.schema import RunStatus
+from lab.results.schema import SCHEMA_VERSION, RunStatus
 from lab.results.writer import RunWriter, open_for_resume
 from lab.run.children import Child, check_alive, tail, wait_exit, wait_readable
 from lab.run.collect import cell_frame
 from lab.run.lifecycle import deferred_interrupts, owned, sigterm_as_interrupt
+from lab.run.machine import machine_info
 from lab.run.plan import (
+    Shard,
     bytes_sizes,
     cell_seed,
     effective_rate,
     estimate_run_s,
     plan,
     protocol_order,
+    shard_pairs,
 )
-from lab.run.records import Backend, CellOutcome, cell_key, cell_record, impairment_info
+from lab.run.records import (
+    Backend,
+    CellOutcome,
+    cell_key,
+    cell_record,
+    impairment_info,
+    machine_record,
+    plan_record,
+    shard_record,
+)
 from lab.run.stack import agent_config, cell_stack, reference_serve_args
 from lab.run.stack import stacks_info as _stacks_info
 from lab.scenario.matrix import expand_cells, resolved
@@ -80,6 +96,11 @@ SERVER_READY_TIMEOUT_S = 20.0
 AGENT_READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 3.0
 AGENT_STOP_GRACE_S = 0.5
+# Between two protocols' phases the link is left this long (base RTTs + s) before the emulator
+# restarts from the seed: the closing handshake of the phase before (FIN/ACK, CONNECTION_CLOSE)
+# is then through, and packet 0 of the next phase is its own first packet.
+SETTLE_RTTS = 2.0
+SETTLE_EXTRA_S = 0.05
 
 
 def default_backend() -> Backend:
@@ -97,6 +118,7 @@ class RunOptions:
     repeat: int | None = None  # override the scenario's repeat
     quic_engine: str | None = None  # override the scenario's stack.quic_engine in every cell
     agent_timeout_factor: float = 4.0
+    shard: Shard | None = None  # run only this shard of the plan (`--shard I/N`)
 
 
 @dataclass
@@ -237,25 +259,42 @@ class Runner:
         self._wait_server(topo, server, server_ctx, server_log, [*watched, *waiting])
         watched += [Child("server", server.poll, server_log), *waiting]
         out.setup_s = time.monotonic() - t0
-        frames: list[pd.DataFrame] = []
+        results: list[tuple[str, dict[str, Any]]] = []
+        phase_starts: list[int] = []  # emulator clock (ns) at each protocol's reseed
         for agent in agents:
             self.hooks.phase(agent.protocol)
             watched = [c for c in watched if c.label != agent.label]  # its exit ends its turn
+            if emu is not None:
+                if phase_starts:  # the last protocol's connection close must not get index 0
+                    time.sleep(SETTLE_RTTS * cell.link.base_rtt_ms / 1e3 + SETTLE_EXTRA_S)
+                phase_starts.append(emu.reseed())  # the same link decisions for each protocol
             result = self._run_agent(agent, watched)
             out.workload_s += sum(w["wall_s"] for w in result["workloads"])
-            frame, errors = cell_frame(
-                cell, repetition, agent.protocol, self.impl.name, result, emulator=emu is not None
-            )
-            for kind, err in errors:
-                out.errors.append(f"{agent.protocol}/{kind}: {err}")
-                self.writer.record_error(cell.id, repetition, agent.protocol, kind, err)
-            frames.append(frame)
+            results.append((agent.protocol, result))
         self.hooks.phase("collect")
         tc = time.monotonic()
         check_alive(watched, "the collection")  # one that died after the last agent's end
+        drop_logs: list[pd.DataFrame | None] = [None] * len(results)
         if emu is not None:
-            out.problems = emu.stop().problems()
-        frames = [f for f in frames if len(f)]
+            report = emu.stop()
+            out.problems = report.problems()
+            drop_logs = list(phase_drops(report.drops(), phase_starts))
+        frames = []
+        for (protocol, result), drops in zip(results, drop_logs, strict=True):
+            frame, errors = cell_frame(
+                cell,
+                repetition,
+                protocol,
+                self.impl.name,
+                result,
+                emulator=emu is not None,
+                drops=drops,
+            )
+            for kind, err in errors:
+                out.errors.append(f"{protocol}/{kind}: {err}")
+                self.writer.record_error(cell.id, repetition, protocol, kind, err)
+            if len(frame):
+                frames.append(frame)
         if frames:
             self.writer.append_samples(pd.concat(frames, ignore_index=True))
         out.ok = True
@@ -475,6 +514,17 @@ class Runner:
         self.writer.update_meta(cell_runs=runs, flagged=flagged, current=None)
 
 
+def phase_drops(drops: pd.DataFrame, starts_ns: Sequence[int]) -> list[pd.DataFrame]:
+    """The drop log split into the protocol phases that begin at `starts_ns` (sorted,
+    CLOCK_MONOTONIC ns): phase i holds the drops from its start to the next one's."""
+    times = drops["time_ns"].to_numpy()
+    ends = [*starts_ns[1:], None]
+    return [
+        drops[(times >= a) & (times < b if b is not None else True)].reset_index(drop=True)
+        for a, b in zip(starts_ns, ends, strict=True)
+    ]
+
+
 # --- metadata -----------------------------------------------------------------------------
 def stacks_info(
     server: str, cells: Sequence[Cell], quic_engine: str | None = None
@@ -525,10 +575,17 @@ class Prepared:
 
 
 def describe(scenario: Scenario, options: RunOptions) -> tuple[int, int, float]:
-    """(cells, repetitions, estimated seconds) of a scenario — before anything is created."""
+    """(cells, repetitions, estimated seconds) of a scenario — before anything is created; the
+    seconds are those of the shard's pairs with `options.shard`."""
     cells = expand_cells(scenario)
     repeat = options.repeat or scenario.repeat
-    return len(cells), repeat, estimate_run_s(plan(cells, repeat))
+    return len(cells), repeat, estimate_run_s(planned_pairs(cells, repeat, options.shard))
+
+
+def planned_pairs(cells: list[Cell], repeat: int, shard: Shard | None) -> list[tuple[Cell, int]]:
+    """The pairs this run does: the whole plan, or the shard's part of it."""
+    pairs = plan(cells, repeat)
+    return pairs if shard is None else shard_pairs(pairs, shard)
 
 
 def prepare(scenario: Scenario, scenario_file: str | None, options: RunOptions) -> Prepared:
@@ -545,7 +602,11 @@ def prepare(scenario: Scenario, scenario_file: str | None, options: RunOptions) 
     backend = options.backend or default_backend()
     check_backend(backend, cells)
     now = datetime.now(UTC)
-    path = options.out_dir / make_run_id(scenario.name, now, secrets.token_hex(2))
+    shard = options.shard
+    suffix = secrets.token_hex(2) + ("" if shard is None else f"-{shard.label}")
+    path = options.out_dir / make_run_id(scenario.name, now, suffix)
+    whole = plan(cells, repeat)
+    pairs = planned_pairs(cells, repeat, shard)
     writer = RunWriter.create(
         path,
         scenario=resolved(scenario),
@@ -567,10 +628,17 @@ def prepare(scenario: Scenario, scenario_file: str | None, options: RunOptions) 
             "quic_engine": cell_stack(cells[0], options.quic_engine).quic_engine,
             "quic_engine_override": options.quic_engine,
             "implementation": scenario.server,
+            # each protocol's phase restarts the emulator's link models from the seed (netem
+            # cannot be restarted from a seed)
+            "link_model_reseeded_per_protocol": backend == "emulator",
+            "plan": plan_record(whole, estimate_run_s(whole)),
+            "shard": None
+            if shard is None
+            else shard_record(shard.index, shard.count, pairs, estimate_run_s(pairs)),
+            "machines": [machine_record(machine_info(), now, 0)],
         },
         now=now,
     )
-    pairs = plan(cells, repeat)
     return Prepared(
         scenario, cells, pairs, pairs, writer, backend, repeat, options.quic_engine, False
     )
@@ -578,6 +646,12 @@ def prepare(scenario: Scenario, scenario_file: str | None, options: RunOptions) 
 
 def prepare_resume(path: Path) -> Prepared:
     """Reopen an interrupted run; the scenario, backend and repeat come from its run.json."""
+    version = read_meta(path).get("schema_version")
+    if version != SCHEMA_VERSION:  # its samples would mix two definitions of the HOL metrics
+        raise RunSetupError(
+            f"{path}: written with results schema {version}; this lab resumes only schema "
+            f"{SCHEMA_VERSION} runs (start the scenario again)"
+        )
     writer = open_for_resume(path)
     meta = writer.meta
     doc = {k: v for k, v in meta["scenario"].items() if k in Scenario.model_fields}
@@ -586,7 +660,12 @@ def prepare_resume(path: Path) -> Prepared:
     repeat = int(meta.get("repeat") or scenario.repeat)
     backend: Backend = meta.get("impairment", {}).get("backend") or default_backend()
     pairs = plan(cells, repeat)
+    if meta.get("shard"):  # a shard resumes only its own pairs
+        mine = {(str(c), int(r)) for c, r in meta["shard"]["pairs"]}
+        pairs = [(c, r) for c, r in pairs if (c.id, r) in mine]
     todo = [(c, r) for c, r in pairs if not writer.is_completed(c.id, r)]
+    here = machine_record(machine_info(), datetime.now(UTC), len(writer.completed))
+    writer.update_meta(machines=[*meta.get("machines", []), here])
     return Prepared(
         scenario,
         cells,
