@@ -18,7 +18,8 @@ HTTP/3 (`--h3`): the server runs with its default bounds (Retry above 100 half-o
 connections, at most 256, handshake timeout 10 s). Floods come from 1,000 source ports;
 each phase ends when nothing is half-open any more (the "after" RSS is read then). Phases:
   normal            `--requests` GET /bytes/100 through `--connections` × 10 streams (lab client)
-  garbage Initials  `--initials` Initials with valid headers and random payloads
+  garbage Initials  `--initials` Initials with valid headers and random payloads, sent at
+                    `--flood-rate` per second (default 1,000; 0 = as fast as possible)
   Retries ignored   `--initials` real ClientHellos whose sender never answers (as spoofed
                     sources), while the normal load runs on new connections (through Retry)
   Retries answered  the same from a flooder that answers every Retry (validated addresses:
@@ -545,14 +546,19 @@ async def h3_requests(server: Server, requests: int, connections: int) -> int:
     return ok
 
 
-async def h3_flood_only(server: Server, datagrams: list[bytes]) -> int:
+async def h3_flood_only(server: Server, datagrams: list[bytes], rate_per_s: float | None) -> int:
     """The flood from 1,000 source ports, nothing else (no request is served)."""
-    await quic_flood.flood(HOST, server.port, datagrams, sockets=1000)
+    await quic_flood.flood(HOST, server.port, datagrams, sockets=1000, rate_per_s=rate_per_s)
     return 0
 
 
 async def h3_flood_with_requests(
-    server: Server, datagrams: list[bytes], answer_retries: bool, requests: int, connections: int
+    server: Server,
+    datagrams: list[bytes],
+    answer_retries: bool,
+    rate_per_s: float | None,
+    requests: int,
+    connections: int,
 ) -> int:
     """The flood from 1,000 source ports and, at the same time, the requests."""
     async with trio.open_nursery() as nursery:
@@ -564,6 +570,7 @@ async def h3_flood_with_requests(
                 datagrams,
                 sockets=1000,
                 answer_retries=answer_retries,
+                rate_per_s=rate_per_s,
             )
         )
         served = await h3_requests(server, requests, connections)
@@ -592,6 +599,8 @@ def run_h3(args: argparse.Namespace, cert_dir: Path) -> None:
     limits = QuicServerLimits()
     server = Server(cert_dir, "--quic-engine", "aioquic")
     n, requests, conns = args.initials, args.requests, args.connections
+    rate = args.flood_rate or None
+    pace = f"{rate:,.0f}/s" if rate else "unpaced"
     drain_s = limits.handshake_timeout_s + 5
     print(f"building {n:,} garbage and 2 × {n:,} ClientHello Initials…", file=sys.stderr)
     garbage = quic_flood.make_initials(n, "garbage")
@@ -607,18 +616,18 @@ def run_h3(args: argparse.Namespace, cert_dir: Path) -> None:
         add("normal", normal, lambda: h3_requests(server, requests, conns))
         add(
             "garbage Initials",
-            f"{n:,} undecryptable Initials, 1,000 ports",
-            lambda: h3_flood_only(server, garbage),
+            f"{n:,} undecryptable Initials ({pace}), 1,000 ports",
+            lambda: h3_flood_only(server, garbage, rate),
         )
         add(
             "ClientHello flood, Retries ignored",
-            f"{n:,} ClientHellos (spoofed sources) + {normal}",
-            lambda: h3_flood_with_requests(server, spoofed, False, requests, conns),
+            f"{n:,} ClientHellos ({pace}, spoofed sources) + {normal}",
+            lambda: h3_flood_with_requests(server, spoofed, False, rate, requests, conns),
         )
         add(
             "ClientHello flood, Retries answered",
-            f"{n:,} ClientHellos (validating flooder) + {normal}",
-            lambda: h3_flood_with_requests(server, validating, True, requests, conns),
+            f"{n:,} ClientHellos ({pace}, validating flooder) + {normal}",
+            lambda: h3_flood_with_requests(server, validating, True, rate, requests, conns),
         )
         add("normal", normal, lambda: h3_requests(server, requests, conns))
     finally:
@@ -649,6 +658,9 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=20, help="connections of a normal phase")
     p.add_argument("--idle", type=int, default=300, help="idle connections")
     p.add_argument("--initials", type=int, default=10_000, help="Initials per h3 flood")
+    p.add_argument(
+        "--flood-rate", type=float, default=1000, help="h3 Initials per second (0 = unpaced)"
+    )
     args = p.parse_args()
     chosen = [name for name in SECTIONS if getattr(args, name)] or list(SECTIONS)
     with tempfile.TemporaryDirectory(prefix="lab-bench-flood-") as tmp:

@@ -643,6 +643,45 @@ def _cmd_k8s_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- vm -----------------------------------------------------------------------------------
+def _add_vm(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "vm",
+        help="run `lab ARGS…` inside a user-mode-linux guest with real tc netem (docs/vm.md)",
+    )
+    p.add_argument("--mem", type=int, default=1536, metavar="MB", help="guest memory (1536)")
+    p.add_argument(
+        "--share",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also write through to this host directory (default: --out's, else results/)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="stop the guest after S"
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="lab arguments")
+    p.set_defaults(handler=_cmd_vm)
+
+
+def _cmd_vm(args: argparse.Namespace) -> int:
+    from lab.vm.host import results_shares, run_in_guest
+
+    if not args.args:
+        raise BadInput("give the lab command to run in the guest, e.g. `lab vm doctor`")
+    if not 256 <= args.mem <= 16384:
+        raise BadInput("--mem must be between 256 and 16384 (MB)")
+    shares = [*results_shares(args.args, Path.cwd()), *(d.resolve() for d in args.share)]
+    result = run_in_guest(args.args, shares=shares, mem_mb=args.mem, timeout_s=args.timeout)
+    print(
+        f"lab vm: guest booted in {result.boot_s:.1f} s, ran {result.wall_s:.1f} s, "
+        f"exit {result.exit_code}",
+        file=sys.stderr,
+    )
+    return result.exit_code
+
+
 _SUBCOMMANDS = (
     _add_run,
     _add_validate,
@@ -657,6 +696,7 @@ _SUBCOMMANDS = (
     _add_compare,
     _add_merge,
     _add_k8s,
+    _add_vm,
 )
 
 

@@ -7,12 +7,19 @@ control and congestion instead of buffering. Session tickets are issued and are 
 replayed first flight cannot get its 0-RTT data accepted a second time; requests (any part of
 which) arrived in 0-RTT packets carry `Request.early_data = True` for the 0-RTT policy of
 `lab.http.app.handle` (425 for unsafe methods).
+
+State for connections that have not finished their handshake ("half-open") is bounded by
+`config.quic_limits` (lab.http.h3_admission decides which datagrams may create it: garbage never
+does, Retry above a threshold, a hard cap); a half-open connection is discarded silently after
+`handshake_timeout_s`. Events are counted (lab.http.h3_stats) and logged once per second; the
+totals are logged at shutdown.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -22,7 +29,10 @@ from typing import Any, TextIO
 import trio
 
 from lab.http.app import Request, ResponseWriter, respond_error
+from lab.http.h3_admission import Admission, Gate, InitialHeader
 from lab.http.h3_driver import QuicDriver, StreamClosedError
+from lab.http.h3_stats import STATS_INTERVAL_S, H3Stats
+from lab.http.memory import release_freed_memory
 from lab.http.quic_engine import (
     QH3_MAX_STREAMS,
     QuicEngine,
@@ -30,6 +40,7 @@ from lab.http.quic_engine import (
     is_closing,
     load_engine,
 )
+from lab.http.quic_initial import invalid_token_close
 from lab.http.settings import ServerConfig
 from lab.http.tls import keylog_file
 from lab.http.udp import UdpEndpoint
@@ -130,7 +141,9 @@ class _ServerConnection(QuicDriver):
 
     def on_quic_event(self, event: Any) -> None:
         events = self.engine.events
-        if isinstance(event, events.ConnectionIdIssued):
+        if isinstance(event, events.HandshakeCompleted):
+            self.server.handshake_completed(self)
+        elif isinstance(event, events.ConnectionIdIssued):
             self.cids.add(event.connection_id)
             self.server.routes[event.connection_id] = self
         elif isinstance(event, events.ConnectionIdRetired):
@@ -263,6 +276,16 @@ class _ServerConnection(QuicDriver):
                 self.quic.close(error_code=H3_NO_ERROR, reason_phrase="server shutdown")
             await self.transmit()
 
+    def discard(self) -> None:
+        """Drop the connection without a word (its handshake did not finish in time): like an
+        idle timeout (RFC 9000 §10.1), nothing is sent and the state is freed now."""
+        if self.terminated:
+            return
+        self.terminated = True
+        with contextlib.suppress(Exception):
+            end_qlog_trace(self.quic)
+        self.on_terminated()
+
     def on_terminated(self) -> None:
         super().on_terminated()
         self.server.forget(self)
@@ -287,6 +310,12 @@ class _H3Server:
         self.tickets = TicketStore()
         self.routes: dict[bytes, _ServerConnection] = {}
         self.connections: set[_ServerConnection] = set()
+        # half-open connections → trio deadline, in creation (= deadline) order
+        self.half_open: dict[_ServerConnection, float] = {}
+        self._half_open_added = trio.Event()
+        self.burst_half_open = 0  # the half-open peak since memory was last given back
+        self.limits = config.quic_limits
+        self.stats = H3Stats()
         self.accepting = True
         self._idle = trio.Event()
         cfg = self.engine.make_configuration(
@@ -300,6 +329,7 @@ class _H3Server:
         self.engine.load_cert_chain(cfg, config.cert_file, config.key_file)
         self.quic_config = cfg
         self.cid_length = cfg.connection_id_length
+        self.gate = Gate(self.limits, cfg.supported_versions)
         wanted = config.quic.max_concurrent_streams
         if self.engine.name == "qh3" and wanted != QH3_MAX_STREAMS:
             log.warning("qh3 fixes max streams at %d; %d ignored", QH3_MAX_STREAMS, wanted)
@@ -322,44 +352,128 @@ class _H3Server:
         try:
             header = self.engine.pull_header(data, self.cid_length)
         except Exception:
+            self.stats.note("drop_unparsable")
             return None  # not a QUIC packet
         conn = self.routes.get(header.destination_cid)
         if conn is not None:
             return conn
-        packet_types = self.engine.packet.QuicPacketType
-        if header.packet_type != packet_types.INITIAL or len(data) < 1200 or not self.accepting:
-            return None
-        if header.version not in self.quic_config.supported_versions:
-            self._send_version_negotiation(header, addr)
-            return None
+        initial = InitialHeader(
+            is_initial=header.packet_type == self.engine.packet.QuicPacketType.INITIAL,
+            version=header.version or 0,
+            destination_cid=header.destination_cid,
+            source_cid=header.source_cid,
+            token=header.token or b"",
+        )
+        admission = self.gate.admit(
+            initial,
+            data,
+            addr,
+            half_open=len(self.half_open),
+            accepting=self.accepting,
+            now=time.monotonic(),
+        )
+        self.stats.note(admission.verdict)
+        if admission.verdict == "accept":
+            return self._accept(initial, admission, addr)
+        if admission.verdict == "retry":
+            self._send_retry(initial, addr)
+        elif admission.verdict == "invalid_token":
+            version, dcid, scid = initial.version, initial.destination_cid, initial.source_cid
+            self._send_stateless(invalid_token_close(version, dcid, scid), addr)
+        elif admission.verdict == "version_negotiation":
+            self._send_version_negotiation(initial, addr)
+        return None
+
+    def _accept(self, header: InitialHeader, admission: Admission, addr: Any) -> _ServerConnection:
         quic = self.engine.connection_class(
             configuration=self.quic_config,
-            original_destination_connection_id=header.destination_cid,
+            original_destination_connection_id=admission.original_dcid,
+            retry_source_connection_id=admission.retry_source_cid,
             session_ticket_fetcher=self.tickets.pop,
             session_ticket_handler=self.tickets.add,
         )
         self.engine.set_max_streams(quic, self.config.quic.max_concurrent_streams)
-        conn = _ServerConnection(
-            self, quic, addr, [header.destination_cid, quic.host_cid], self.nursery
-        )
-        self.routes[header.destination_cid] = conn
-        self.routes[quic.host_cid] = conn
+        # the original id too, after a Retry: late copies of the first Initial find this
+        # connection (whose keys do not open them) instead of creating another one; never
+        # taking over an id that routes elsewhere (the client chose it)
+        cids = {header.destination_cid, quic.host_cid}
+        if admission.original_dcid is not None and admission.original_dcid not in self.routes:
+            cids.add(admission.original_dcid)
+        conn = _ServerConnection(self, quic, addr, list(cids), self.nursery)
+        for cid in cids:
+            self.routes[cid] = conn
         self.connections.add(conn)
+        self.half_open[conn] = trio.current_time() + self.limits.handshake_timeout_s
+        self.stats.observe_half_open(len(self.half_open))
+        self.burst_half_open = max(self.burst_half_open, len(self.half_open))
+        self._half_open_added.set()
         self.nursery.start_soon(conn.timer_loop)
         return conn
 
-    def _send_version_negotiation(self, header: Any, addr: Any) -> None:
+    def _send_retry(self, header: InitialHeader, addr: Any) -> None:
+        retry_source_cid = os.urandom(self.cid_length)
+        token = self.gate.tokens.create(
+            addr, header.destination_cid, retry_source_cid, time.monotonic()
+        )
+        packet = self.engine.packet.encode_quic_retry(
+            version=header.version,
+            source_cid=retry_source_cid,
+            destination_cid=header.source_cid,
+            original_destination_cid=header.destination_cid,
+            retry_token=token,
+        )
+        self._send_stateless(packet, addr)
+
+    def _send_version_negotiation(self, header: InitialHeader, addr: Any) -> None:
         packet = self.engine.packet.encode_quic_version_negotiation(
             source_cid=header.destination_cid,
             destination_cid=header.source_cid,
             supported_versions=self.quic_config.supported_versions,
         )
+        self._send_stateless(packet, addr)
+
+    def _send_stateless(self, packet: bytes, addr: Any) -> None:
+        """Send an answer that belongs to no connection; lost when the socket buffer is full."""
         with contextlib.suppress(OSError):
             self.endpoint.sock.sendto(packet, addr)
+
+    def handshake_completed(self, conn: _ServerConnection) -> None:
+        """A connection is no longer half-open."""
+        if self.half_open.pop(conn, None) is not None:
+            self.stats.note("handshake_completed")
+
+    async def expire_half_open(self) -> None:
+        """Discard half-open connections at their handshake deadline (runs forever)."""
+        while True:
+            if not self.half_open:
+                self._half_open_added = trio.Event()
+                await self._half_open_added.wait()
+                continue
+            conn, deadline = next(iter(self.half_open.items()))
+            if deadline > trio.current_time():
+                await trio.sleep_until(deadline)
+                continue
+            del self.half_open[conn]
+            self.stats.note("half_open_expired")
+            conn.discard()
+
+    async def report_stats(self) -> None:
+        """Log the events of the last second and the state; give memory back after a burst of
+        half-open connections (runs forever)."""
+        while True:
+            await trio.sleep(STATS_INTERVAL_S)
+            burst = self.burst_half_open >= max(1, self.limits.retry_above_half_open)
+            if burst and not self.half_open:
+                self.burst_half_open = 0
+                release_freed_memory()
+                self.stats.note("memory_trimmed")
+            for line in self.stats.tick_lines(len(self.connections), len(self.half_open)):
+                log.info("%s", line)
 
     def forget(self, conn: _ServerConnection) -> None:
         """Drop a terminated connection from the routing table."""
         self.connections.discard(conn)
+        self.half_open.pop(conn, None)
         for cid in list(conn.cids):
             if self.routes.get(cid) is conn:
                 del self.routes[cid]
@@ -406,6 +520,8 @@ async def serve_h3(
         async with trio.open_nursery() as nursery:
             server = _H3Server(config, handler, endpoint, nursery, keylog)
             nursery.start_soon(server.receive_loop)
+            nursery.start_soon(server.expire_half_open)
+            nursery.start_soon(server.report_stats)
             task_status.started(endpoint.local_address[:2])
             log.info("h3 listening on %s (engine %s)", endpoint.local_address, server.engine.name)
             await shutdown.wait()
@@ -414,6 +530,7 @@ async def serve_h3(
             # give the CONNECTION_CLOSE a moment on the wire before the socket goes away
             await trio.sleep(max(0.0, 0.05 - (time.monotonic() - started)))
             server.end_qlog_traces()
+            log.info("%s", server.stats.summary())
             nursery.cancel_scope.cancel()
     finally:
         endpoint.close()
