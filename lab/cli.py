@@ -333,7 +333,7 @@ def _add_h2_limit_flags(p: argparse.ArgumentParser) -> None:
         g.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text)
 
 
-def _h2_limit_values(args: argparse.Namespace) -> dict[str, float]:
+def _h2_limit_values(args: argparse.Namespace) -> dict[str, Any]:
     """The H2ServerLimits fields given on the command line; BadInput unless each is > 0."""
     given = {dest: getattr(args, dest) for _, dest, *_ in _H2_LIMIT_FLAGS}
     for flag, dest, *_ in _H2_LIMIT_FLAGS:
