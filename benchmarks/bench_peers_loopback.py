@@ -3,9 +3,12 @@
 Rows: one large download (goodput, CPU seconds per GB of body) and many small GETs (requests/s,
 CPU microseconds per request) for
   - Caddy (quic-go) as server, with the lab client over h2 and h3, h2load and gtlsclient;
-  - the lab's reference server, with h2load and gtlsclient as clients, and the lab client.
+  - the Go server (`server: go`: net/http + quic-go, built by scripts/build-go.sh), the same;
+  - the lab's reference server, with h2load and gtlsclient as clients, and the lab client;
+and the Go agent (lab-go-agent's bulk workload) downloading from each over h2 and h3.
 CPU is user+sys: servers from /proc/<pid>/stat (all threads), client subprocesses from wait4's
-rusage, the in-process lab client from getrusage(RUSAGE_SELF).
+rusage (the Go agent's includes its process start and the handshake), the in-process lab client
+from getrusage(RUSAGE_SELF). Without Go installed the Go rows say so and the others run.
 
     python benchmarks/bench_peers_loopback.py [--size-mb 100] [--gets 2000] [--quick]
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import resource
 import subprocess
@@ -28,11 +32,13 @@ from pathlib import Path
 
 import trio
 
+from lab.errors import HostNotCapable
 from lab.http import tls
 from lab.http.client import open_connection
 from lab.http.types import ConnectOptions
-from lab.peers import nghttp2, ngtcp2, registry
+from lab.peers import go, nghttp2, ngtcp2, registry
 from lab.peers.proc import free_port, running
+from lab.run.stack import AgentConfig
 
 HOST = "127.0.0.1"
 SMALL_BYTES = 1000
@@ -195,6 +201,30 @@ def gtlsclient(port: int, path: str, n: int, workdir: Path) -> tuple[float, ...]
     return wall, got * n, n, cpu
 
 
+def go_agent_download(
+    protocol: str, port: int, ca: Path, n: int, workdir: Path
+) -> tuple[float, ...]:
+    """lab-go-agent's bulk workload: (wall s of the transfer, bytes, 1, the agent's CPU s)."""
+    out = workdir / f"go-agent-{protocol}.json"
+    cfg = AgentConfig(
+        protocol=protocol,
+        host=HOST,
+        port=port,
+        ca_file=str(ca),
+        base_rtt_ms=0.0,
+        workloads=[{"kind": "bulk", "bytes": n}],  # type: ignore[list-item]
+        out=str(out),
+    )
+    config = workdir / f"go-agent-{protocol}.config.json"
+    config.write_text(cfg.model_dump_json())
+    _wall, cpu, _text = run_client(go.agent_argv(config), workdir / "go-agent.log")
+    (bulk,) = json.loads(out.read_text())["workloads"]
+    if bulk["error"]:
+        raise RuntimeError(bulk["error"])
+    ms = next(r["value"] for r in bulk["rows"] if r["metric"] == "completion_ms")
+    return ms / 1e3, n, 1, cpu
+
+
 # --- the run --------------------------------------------------------------------------------
 Job = tuple[
     str, str, str, Callable[[], tuple[float, ...]], str
@@ -207,6 +237,9 @@ def jobs(port: int, ca: Path, size: int, gets: int, h2load_gets: int, root: Path
     out: list[Job] = []
     for proto in ("h2", "h3"):
         out.append(("download", "lab", proto, lambda p=proto: lab_download(p, port, ca, size), ""))
+    for proto in ("h2", "h3"):
+        fn = lambda p=proto: go_agent_download(p, port, ca, size, root)  # noqa: E731
+        out.append(("download", "go agent", proto, fn, ""))
     out.append(("download", "h2load", "h2", lambda: h2load(port, big, 1, 1, 1, log), ""))
     out.append(("download", "gtlsclient", "h3", lambda: gtlsclient(port, big, 1, root), ""))
     for proto in ("h2", "h3"):
@@ -219,17 +252,32 @@ def jobs(port: int, ca: Path, size: int, gets: int, h2load_gets: int, root: Path
     return out
 
 
+def go_missing() -> str | None:
+    """Why the Go server and agent cannot run here (after building them), or None."""
+    try:
+        print(go.build(), file=sys.stderr)
+    except HostNotCapable as e:
+        return str(e).splitlines()[0]
+    return None
+
+
 def bench(size: int, gets: int, h2load_gets: int) -> list[Row]:
-    """Run every job against Caddy, then against the reference server."""
+    """Run every job against Caddy, the Go server, then the reference server."""
     rows: list[Row] = []
+    no_go = go_missing()
     with tempfile.TemporaryDirectory(prefix="lab-bench-peers-") as tmp:
         root = Path(tmp)
         certs = tls.ensure_certs(root / "tls")
-        for srv in ("caddy", "reference"):
+        for srv in ("caddy", "go", "reference"):
+            if no_go and srv == "go":
+                rows.append(Row("download", "go", "-", "-", 1, 0, 1, 0, 0, f"SKIPPED {no_go}"))
+                continue
             with server(srv, root, certs, (SMALL_BYTES, size)) as (port, pid):
                 for workload, cli, proto, fn, note in jobs(
                     port, certs.ca_cert, size, gets, h2load_gets, root
                 ):
+                    if no_go and cli == "go agent":
+                        continue
                     try:  # one failing peer must not hide the others
                         wall, nbytes, nreq, scpu, ccpu = measured(pid, fn)
                         row = Row(workload, srv, cli, proto, wall, nbytes, nreq, scpu, ccpu, note)

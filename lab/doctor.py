@@ -17,11 +17,13 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lab.link.netem import netem_probe
 from lab.net import nsenter, tun
 from lab.net.names import new_prefix
 from lab.net.runlock import RunLock
+from lab.peers import go
 
 LIBRARIES = ("trio", "h2", "aioquic", "qh3", "pyroute2", "numpy", "pydantic")
 PEERS = ("caddy", "gtlsclient", "gtlsserver", "h2load", "nghttp", "chromium")
@@ -96,6 +98,25 @@ def _netem_probe(ns: str) -> tuple[bool, str]:
         return False, f"netem probe failed: {e}"
 
 
+def _guest_check() -> Check:
+    """Whether `lab vm` can boot its user-mode-linux guest here (docs/vm.md): the UML kernel,
+    its overlayfs and sch_netem modules, and modprobe. (lab/vm/kernel.py boots it.)"""
+    if os.environ.get("LAB_VM") == "1":
+        return Check("vm", True, "running inside the lab vm guest", required=False)
+    kernel = shutil.which("linux.uml") or shutil.which("linux")
+    modules = sorted(Path("/usr/lib/uml/modules").glob("*/kernel/net/sched/sch_netem.ko"))
+    if kernel is None or not modules:
+        return Check(
+            "vm", False, "no user-mode-linux guest (apt-get install user-mode-linux)", False
+        )
+    if shutil.which("modprobe") is None:
+        return Check(
+            "vm", False, "user-mode-linux found, but no modprobe (apt-get install kmod)", False
+        )
+    release = modules[-1].parents[3].name
+    return Check("vm", True, f"lab vm: UML {release} guest with tc netem ({kernel})", False)
+
+
 def _versions() -> dict[str, str]:
     v = {"kernel": platform.release(), "python": platform.python_version()}
     ok, out = _run(["ip", "-V"])
@@ -118,6 +139,9 @@ def diagnose() -> DoctorReport:
         path = shutil.which(tool)
         rep.checks.append(Check(tool, path is not None, path or f"`{tool}` not found in PATH"))
     rep.peers = {p: shutil.which(p) for p in PEERS}
+    go_build = go.build_status()  # the `go` server and the Go agent (scripts/build-go.sh)
+    rep.checks.append(Check("go", go_build.built, go_build.detail, required=False))
+    rep.checks.append(_guest_check())
 
     netns_ok = tun_ok = netem_ok = tbf_ok = False
     if root and shutil.which("ip"):

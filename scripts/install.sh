@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(caddy ngtcp2-client ngtcp2-server nghttp2-client ethtool iproute2 chromium)
+apt_packages=(caddy ngtcp2-client ngtcp2-server nghttp2-client ethtool iproute2 chromium
+  golang-go golang-github-lucas-clemente-quic-go-dev golang-golang-x-net-dev golang-golang-x-sys-dev
+  # lab vm (docs/vm.md): the UML guest kernel, modprobe for its modules, a C compiler for
+  # lab/vm/fpshim.c, and Docker inside the guest for the compose test
+  user-mode-linux kmod gcc libc6-dev docker.io docker-compose iptables)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,3 +23,4 @@ fi
 systemctl disable --now caddy >/dev/null 2>&1 || true
 
 python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
+./scripts/build-go.sh # the Go server and agent (server: go), offline from the packages above

@@ -1,4 +1,4 @@
-"""Server implementations a scenario can name (`server: reference | caddy`).
+"""Server implementations a scenario can name (`server: reference | caddy | go`).
 
 Each `ServerImplementation` is a command template plus a readiness check: the runner builds the
 `LaunchSpec` for a cell with `launch(ctx)`, starts that argv in the server namespace, waits with
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.http import tls
-from lab.peers import caddy, probe
+from lab.peers import caddy, go, probe
 
 # Route kinds a server may offer; workloads say which they need (see ROUTES_BY_WORKLOAD).
 ROUTES_ALL = frozenset({"bytes", "healthz", "pods", "watch", "echo"})
@@ -161,7 +161,43 @@ CADDY = ServerImplementation(
 )
 
 
-IMPLEMENTATIONS: dict[str, ServerImplementation] = {i.name: i for i in (REFERENCE, CADDY)}
+# --- go -----------------------------------------------------------------------------------
+def _go_prepare(ctx: ServerContext) -> dict[str, str]:
+    """The lab's leaf certificate (as for Caddy: both stacks send the same chain), and the
+    largest /bytes size to compute before serving (Caddy's files are written beforehand too)."""
+    hosts = tuple(h for h in (ctx.host, *ctx.extra_hosts) if h not in WILDCARDS)
+    certs = tls.ensure_certs(ctx.cert_dir, extra_sans=hosts)
+    warm = max(ctx.bytes_sizes, default=0)
+    return {"cert": str(certs.cert), "key": str(certs.key), "warm_bytes": str(warm)}
+
+
+GO = ServerImplementation(
+    name="go",
+    description=(
+        "Go net/http (x/net/http2, kube-apiserver's settings) + quic-go http3.Server on one port,"
+        " the route contract of docs/routes.md"
+    ),
+    argv_template=(
+        str(go.SERVER_BINARY),
+        "--host",
+        "{host}",
+        "--port",
+        "{port}",
+        "--cert",
+        "{cert}",
+        "--key",
+        "{key}",
+        "--warm-bytes",
+        "{warm_bytes}",
+    ),
+    version_argv=tuple(go.version_argv()),
+    routes=ROUTES_ALL,
+    early_data_header=True,
+    prepare=_go_prepare,
+)
+
+
+IMPLEMENTATIONS: dict[str, ServerImplementation] = {i.name: i for i in (REFERENCE, CADDY, GO)}
 
 
 def get(name: str) -> ServerImplementation:

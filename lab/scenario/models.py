@@ -22,7 +22,7 @@ Protocol = Literal["h2", "h3"]
 
 # The server implementations `lab.peers.registry` knows, as data: the scenario layer may not
 # import peers (it is above), and a test keeps the two equal.
-ServerName = Literal["reference", "caddy"]
+ServerName = Literal["reference", "caddy", "go"]
 KNOWN_SERVERS: tuple[str, ...] = typing.get_args(ServerName)
 
 _TCP_CA_NAME_MAX = 15  # Linux's TCP_CA_NAME_MAX (16) less the terminating NUL
