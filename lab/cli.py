@@ -682,6 +682,78 @@ def _cmd_vm(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+# --- conform ------------------------------------------------------------------------------
+def _add_conform(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "conform",
+        help="run the HTTP/2, HTTP/3, QUIC, 0-RTT and dual-stack conformance cases on a server",
+    )
+    p.add_argument("target", nargs="?", help="https://HOST:PORT (loopback or a lab address)")
+    p.add_argument(
+        "--server",
+        choices=["reference", "go", "caddy", "gtlsserver"],
+        default=None,
+        help="start this server in the lab's namespaces and test it (instead of a URL)",
+    )
+    p.add_argument("--link", type=Path, default=None, help="also run the ⟳ cases through it")
+    p.add_argument("--cases", default=None, metavar="IDS", help="e.g. 'H2-*,Z-*' (default all)")
+    p.add_argument("--slow", action="store_true", help="also run slow cases (Q-12: idle)")
+    p.add_argument("--junit", type=Path, default=None, help="write JUnit XML here")
+    p.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--artifacts", type=Path, default=None, help="keep qlogs, keylogs, logs")
+    p.add_argument("--seed", type=int, default=1, help="the emulator's seed (with --link)")
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument("--ca", type=Path, default=None, help="CA of a URL target")
+    trust.add_argument("--insecure", action="store_true", help="do not verify a URL target")
+    p.set_defaults(handler=_cmd_conform)
+
+
+def _cmd_conform(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from lab.conform.linkfile import load_link
+    from lab.conform.output import junit_xml, progress_line, result_table, to_json
+    from lab.conform.registry import named, select
+    from lab.conform.runner import run_cases
+    from lab.conform.target import ServerTarget, UrlTarget
+
+    if (args.target is None) == (args.server is None):
+        raise BadInput("give a target URL or --server NAME")
+    if args.link is not None and args.server is None:
+        raise BadInput("--link needs --server: a URL target is not behind the lab's link")
+    try:
+        cases = select(args.cases)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    link = load_link(args.link) if args.link is not None else None
+    if args.server is not None:
+        target = ServerTarget(args.server, link=link, seed=args.seed, keep=args.artifacts)
+    else:
+        target = UrlTarget(args.target, ca_file=args.ca, insecure=args.insecure)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    log = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+    with target:
+        run = run_cases(
+            target,
+            cases,
+            slow=args.slow,
+            named=named(args.cases),
+            artifacts=args.artifacts,
+            progress=lambda r: log.print(progress_line(r), highlight=False),
+            link=None if link is None else link.model_dump(),
+        )
+    console.print(result_table(run))
+    if args.junit is not None:
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        args.junit.write_bytes(junit_xml(run))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(to_json(run), indent=2) + "\n")
+    return run.exit_code
+
+
 _SUBCOMMANDS = (
     _add_run,
     _add_validate,
@@ -697,6 +769,7 @@ _SUBCOMMANDS = (
     _add_merge,
     _add_k8s,
     _add_vm,
+    _add_conform,
 )
 
 

@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "doctor": 7,
     "k8s": 7,
     "cli": 8,
+    "vm": 8,  # runs `lab …` inside a user-mode-linux guest, as a process
     "__main__": 9,
 }
 TOP_LEVEL_MODULES = {"__init__.py", "__main__.py", "cli.py", "doctor.py", "errors.py"}

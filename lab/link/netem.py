@@ -12,7 +12,8 @@ Mapping (docs/link.md has the full table and what netem cannot do):
 - `reorder: allow` (or a reorder mapping) with jitter and `rate_mbit` → netem without `rate`
   and a tbf child for the rate, so that jitter may reorder as in the model;
 - bernoulli → `loss random P%`; gilbert_elliott → `loss gemodel p r 1-h 1-k` (percent);
-  drop_list → `UnsupportedByNetem`;
+  drop_list and isolated → `UnsupportedByNetem` (emulator only: netem drops neither by index nor
+  one data packet per period);
 - queue → netem `limit` in packets (bytes and BDP converted at 1500 B per packet) plus the packets
   that are in flight on the delay line, or the tbf child's `limit` in bytes;
 - duplicate → `duplicate P%`; reorder mapping → `reorder P% C% gap G`;
@@ -30,10 +31,12 @@ from pathlib import Path
 
 from lab.errors import RunSetupError
 from lab.link.spec import (
+    DIRECTIONS,
     BernoulliLoss,
     DirectionSpec,
     DropListLoss,
     GilbertElliottLoss,
+    IsolatedLoss,
     LinkSpec,
     ReorderSpec,
 )
@@ -125,6 +128,11 @@ def direction_qdiscs(
         raise UnsupportedByNetem(
             "loss model drop_list (drop by packet index) cannot be expressed with tc netem; "
             "use the emulator backend (--impair emulator)"
+        )
+    elif isinstance(loss, IsolatedLoss):
+        raise UnsupportedByNetem(
+            "loss model isolated (one data packet about every every_ms) is emulator only: "
+            "tc netem cannot express it; use the emulator backend (--impair emulator)"
         )
 
     if spec.duplicate > 0:
@@ -243,3 +251,30 @@ def netem_probe() -> tuple[bool, str]:
 def netem_available() -> bool:
     """True when tc netem can be used on this host (see `netem_probe`)."""
     return netem_probe()[0]
+
+
+# --- what netem leaves out (run.json `impairment.applied.<cell>.not_expressed`) --------------
+def netem_not_expressed(link: LinkSpec, *, seeded: bool = False) -> list[str]:
+    """What the netem backend does not reproduce of `link` and of the emulator's guarantees,
+    one sentence each (stated in run.json and the report)."""
+    out = []
+    if not seeded:
+        out.append(
+            "seed: netem's random decisions are not seeded (Debian 12's tc has no `seed`): "
+            "h2 and h3 do not see the same drops by packet index (no common random numbers) "
+            "and a repetition is not reproducible"
+        )
+    out.append(
+        "drop log: netem records no dropped packets, so the loss-anchored HOL metrics "
+        "(blast radius, HOL spread) are not computed"
+    )
+    for direction in DIRECTIONS:
+        spec: DirectionSpec = getattr(link, direction)
+        qp, qb = link.queue_limit(direction)
+        uses_tbf = spec.rate_mbit is not None and spec.jitter_ms > 0 and spec.reorder_allowed
+        if qb is not None and not uses_tbf:
+            out.append(
+                f"{direction} queue: {qb} bytes counted as {_queue_packets(qp, qb)} packets of "
+                f"{MTU_BYTES} B (netem limits packets, not bytes)"
+            )
+    return out

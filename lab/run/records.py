@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from lab.link.netem import netem_commands
+from lab.link.netem import netem_commands, netem_not_expressed
 from lab.scenario.models import Cell
 
 Backend = Literal["netem", "emulator"]
@@ -69,7 +69,12 @@ def impairment_info(backend: Backend, cells: Sequence[Cell]) -> dict[str, Any]:
                 downlink_dev="<router-client-if>",
                 netns="<router-ns>",
             )
-            applied[cell.id] = {"link": link, "tc": [" ".join(c) for c in cmds], "seeded": False}
+            applied[cell.id] = {
+                "link": link,
+                "tc": [" ".join(c) for c in cmds],
+                "seeded": False,
+                "not_expressed": netem_not_expressed(cell.link),
+            }
         else:
             applied[cell.id] = {
                 "link": link,
