@@ -1,5 +1,5 @@
-"""Timing of lab.workloads.metrics.watch_metrics and lab.evidence.stats.median_ci on run-sized
-inputs.
+"""Timing of lab.workloads.metrics (watch_metrics, the loss-anchored hol_losses, and the schema-1
+overlap_spread kept for comparison) and lab.evidence.stats.median_ci on run-sized inputs.
 
 Run: `python benchmarks/bench_metrics.py` — prints a table (best of 5, wall ms).
 """
@@ -26,6 +26,12 @@ def watch_events(n_streams: int, per_stream: int, loss: float, seed: int = 0) ->
     return pd.DataFrame({"stream": stream, "seq": k, "sent_ns": sent, "received_ns": received})
 
 
+def drop_times(events: pd.DataFrame, every_ms: float = 500.0) -> np.ndarray:
+    """One drop every `every_ms` over the events' span (ns), as from an isolated-loss link."""
+    start, end = int(events["sent_ns"].min()), int(events["received_ns"].max())
+    return np.arange(start + 10_000_000, end, int(every_ms * 1e6), dtype=np.int64)
+
+
 def best_ms(fn, repeat: int = 5) -> float:
     times = []
     for _ in range(repeat):
@@ -41,6 +47,16 @@ def main() -> None:
         ev = watch_events(n, per, loss)
         ms = best_ms(lambda ev=ev, n=n: metrics.watch_metrics(ev, n, base_rtt_ms=50.0))
         print(f"{f'watch_metrics N={n} loss={loss}':<44} {len(ev):>8} {ms:>9.1f}")
+        _, per_event = metrics.watch_metrics(ev, n, base_rtt_ms=50.0)
+        drops = drop_times(ev, every_ms=100.0)
+        ms = best_ms(
+            lambda pe=per_event, d=drops: metrics.hol_losses(
+                pe, d, base_rtt_ms=50.0, threshold_ms=25.0
+            )
+        )
+        print(f"{f'hol_losses N={n} {len(drops)} drops':<44} {len(ev):>8} {ms:>9.1f}")
+        ms = best_ms(lambda pe=per_event, n=n: metrics.overlap_spread(pe, n))
+        print(f"{f'overlap_spread (schema 1) N={n} loss={loss}':<44} {len(ev):>8} {ms:>9.1f}")
     x = np.random.default_rng(0).exponential(10.0, 32_000)
     ms = best_ms(lambda: stats.median_ci(x, np.random.default_rng(1), n_boot=2000), repeat=2)
     print(f"{'median_ci n_boot=2000':<44} {x.size:>8} {ms:>9.1f}")

@@ -81,7 +81,8 @@ def test_smoke_run_json(smoke) -> None:
     _, res, wall = smoke
     m = res.meta
     assert m["status"] == "complete" and m["completed"] == [["c000", 0]]
-    assert m["schema_version"] == 1 and m["seed"] == 1
+    assert m["schema_version"] == 2 and m["seed"] == 1
+    assert m["link_model_reseeded_per_protocol"] is True
     assert m["impairment"]["backend"] == "emulator"
     assert "c000" in m["impairment"]["applied"]
     assert {"h2", "quic"} <= set(m["stacks"]["reference"])

@@ -3,6 +3,7 @@ seeded reproducibility, outputs."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -18,7 +19,14 @@ from lab.link.emulator import (
     ip_proto,
     not_end_to_end,
 )
-from lab.link.spec import BernoulliLoss, DirectionSpec, DropListLoss, LinkSpec
+from lab.link.spec import (
+    PURE_ACK_MAX_BYTES,
+    BernoulliLoss,
+    DirectionSpec,
+    DropListLoss,
+    IsolatedLoss,
+    LinkSpec,
+)
 from lab.net.topology import Topology
 
 pytestmark = pytest.mark.netns
@@ -191,6 +199,62 @@ def test_drop_list_drops_exactly_those_packets(topology: Topology, tmp_path: Pat
     spec = DirectionSpec(loss=DropListLoss(model="drop_list", packets=[0, 7, 42]))
     dropped, n = _dropped_indices(topology, LinkSpec(uplink=spec), 1, tmp_path)
     assert dropped == {0, 7, 42} and n == 3
+
+
+def test_reseed_restarts_the_drop_list_for_each_phase(topology: Topology, tmp_path: Path) -> None:
+    spec = DirectionSpec(loss=DropListLoss(model="drop_list", packets=[0, 3]))
+    emu = EmulatorProcess(topology, LinkSpec(uplink=spec), seed=1, out_dir=tmp_path)
+    emu.start()
+    try:
+        first = _send_udp_sequence(topology, 10, 9240)
+        t1 = emu.reseed()
+        second = _send_udp_sequence(topology, 10, 9241)
+        t2 = emu.reseed()
+    finally:
+        report = emu.stop()
+    assert set(range(10)) - first == {0, 3}
+    assert set(range(10)) - second == {0, 3}  # index 0 again after the reseed
+    phases = report.phases
+    assert [p.index for p in phases] == [0, 1, 2]
+    assert [p.started_ns for p in phases[1:]] == [t1, t2]
+    assert phases[0].started_ns < t1 < t2
+    up = [p.directions["uplink"] for p in phases]
+    assert [u["dropped_by_reason"] for u in up] == [{"drop_list": 2}, {"drop_list": 2}, {}]
+    assert [u["packets_in"] for u in up] == [10, 10, 0]
+    drops = report.drops()
+    assert ((drops["time_ns"] >= t1) & (drops["time_ns"] < t2)).sum() == 2
+
+
+def test_isolated_loss_drops_what_its_log_says(topology: Topology, tmp_path: Path) -> None:
+    """One data packet about every 100 ms, never an ACK-sized one: what went missing at the
+    receiver is exactly what the drop log lists."""
+    t = topology
+    every_ms = 100.0
+    spec = DirectionSpec(loss=IsolatedLoss(model="isolated", every_ms=every_ms))
+    sizes = [40 if i % 2 else 300 for i in range(500)]  # UDP payload; +28 B of headers
+    with EmulatorProcess(t, LinkSpec(uplink=spec), seed=3, out_dir=tmp_path) as emu:
+        cli, srv = _udp_pair(t, socket.AF_INET, 9250)
+        with cli, srv:
+            srv.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+            srv.settimeout(0.5)
+            for i, n in enumerate(sizes):
+                cli.sendto(struct.pack("!I", i) + b"x" * (n - 4), (t.server_v4, 9250))
+                time.sleep(0.002)
+            got: set[int] = set()
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    got.add(struct.unpack("!I", srv.recv(2000)[:4])[0])
+    report = EmulatorReport.load(emu.out_dir)
+    drops = report.drops()
+    missing = sorted(set(range(len(sizes))) - got)
+    assert len(missing) == len(drops) >= 5
+    assert set(drops["reason"]) == {"isolated"}
+    assert all(sizes[i] == 300 for i in missing)  # data packets only
+    assert (drops["length"] == 328).all() and (drops["length"] > PURE_ACK_MAX_BYTES).all()
+    gaps_ms = drops["time_ns"].diff().dropna() / 1e6
+    assert gaps_ms.min() >= every_ms * 0.75  # never closer (position_jitter 0.5)
+    assert gaps_ms.max() <= every_ms * 1.25 + 15  # + the wait for a data packet, scheduling
+    assert report.directions["uplink"].dropped_by_reason == {"isolated": len(missing)}
 
 
 def test_start_fails_loudly_without_tun_devices(plain_topology: Topology, tmp_path: Path) -> None:

@@ -6,16 +6,20 @@ import itertools
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from scipy.stats import binom
 
 from lab.link.model import Deliver, DirectionModel, Drop, build_models
 from lab.link.spec import (
+    PURE_ACK_MAX_BYTES,
     BernoulliLoss,
     DirectionSpec,
     DropListLoss,
     GilbertElliottLoss,
+    IsolatedLoss,
     LinkSpec,
     QueueSpec,
     ReorderSpec,
@@ -217,3 +221,116 @@ def test_build_models_uses_the_link_queue_limit() -> None:
     # BDP = 1 MB/s × 20 ms = 20,000 bytes
     assert models["uplink"].queue_bytes == 20_000
     assert models["uplink"].queue_packets is None
+
+
+# --- isolated losses ------------------------------------------------------------------------
+def _mixed(n: int, gap_ns: int = 1 * MS) -> list[tuple[int, int]]:
+    """(size, arrival ns): every third packet a 60-byte pure ACK, the rest 400-byte data."""
+    return [(60 if i % 3 == 0 else 400, i * gap_ns) for i in range(n)]
+
+
+def _isolated_reference(
+    packets: list[tuple[int, int]], every_ms: float, jitter: float, seed: int
+) -> list[int]:
+    """The indices the isolated model must drop, from its definition (spec.IsolatedLoss):
+    gaps of every_ms × (1 + jitter × (U − ½)) from the first data packet and from each drop,
+    U from the model's loss stream (the first of the four the seed spawns)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[0])
+    us = iter(rng.random(4096).tolist())
+
+    def gap() -> int:
+        return round(every_ms * MS * (1 + jitter * (next(us) - 0.5)))
+
+    due = None
+    out = []
+    for i, (size, t) in enumerate(packets):
+        if size <= PURE_ACK_MAX_BYTES:
+            continue
+        if due is None:
+            due = t + gap()
+        elif t >= due:
+            out.append(i)
+            due = t + gap()
+    return out
+
+
+def _offer_all(m: DirectionModel, packets: list[tuple[int, int]]) -> list[int]:
+    return [i for i, (size, t) in enumerate(packets) if isinstance(m.offer(size, t), Drop)]
+
+
+def test_isolated_drops_exactly_the_packets_of_its_definition() -> None:
+    loss = IsolatedLoss(model="isolated", every_ms=50, position_jitter=0.5)
+    packets = _mixed(3000)
+    for seed in (1, 2, 3):
+        m = model(DirectionSpec(loss=loss), seed=seed)
+        dropped = _offer_all(m, packets)
+        assert dropped == _isolated_reference(packets, 50, 0.5, seed)
+        assert 3000 / 62.5 - 2 <= len(dropped) <= 3000 / 37.5  # one per 50 ± 12.5 ms
+        assert all(packets[i][0] > PURE_ACK_MAX_BYTES for i in dropped)  # data only
+        times = [packets[i][1] for i in dropped]
+        gaps = np.diff(times) / MS
+        assert gaps.min() >= 50 * (1 - 0.5 / 2)  # never closer: recoveries do not overlap
+        assert gaps.max() <= 50 * (1 + 0.5 / 2) + 1 + 1  # + the wait for a data packet
+        assert times[0] >= 37.5 * MS  # the first drop comes a gap after the first data packet
+    other = _offer_all(model(DirectionSpec(loss=loss), seed=9), packets)
+    assert other != _offer_all(model(DirectionSpec(loss=loss), seed=1), packets)
+
+
+def test_isolated_reasons_and_validation() -> None:
+    m = model(DirectionSpec(loss=IsolatedLoss(model="isolated", every_ms=20)), seed=4)
+    out = [m.offer(400, i * MS) for i in range(200)]
+    assert {d.reason for d in out if isinstance(d, Drop)} == {"isolated"}
+    for bad in ({"every_ms": 1}, {"every_ms": 50, "position_jitter": 1.5}, {}):
+        with pytest.raises(ValidationError):
+            IsolatedLoss.model_validate({"model": "isolated", **bad})
+
+
+def test_isolated_without_jitter_is_periodic() -> None:
+    m = model(DirectionSpec(loss=IsolatedLoss(model="isolated", every_ms=10, position_jitter=0)))
+    dropped = _offer_all(m, [(400, i * MS) for i in range(100)])
+    assert dropped == list(range(10, 100, 10))  # anchored on packet 0, then every 10 ms
+
+
+# --- restart: the same decisions again (common random numbers across protocols) ------------
+@pytest.mark.parametrize(
+    "loss",
+    [
+        BernoulliLoss(model="bernoulli", rate=0.1),
+        GilbertElliottLoss(model="gilbert_elliott", p=0.05, r=0.3, h=0.2),
+        DropListLoss(model="drop_list", packets=[0, 3, 17]),
+        IsolatedLoss(model="isolated", every_ms=15),
+    ],
+    ids=lambda loss: loss.model,
+)
+def test_restart_repeats_the_loss_decisions_by_packet_index(loss: object) -> None:
+    spec = DirectionSpec(loss=loss, delay_ms=5, jitter_ms=2, duplicate=0.05)  # type: ignore[arg-type]
+    m = model(spec, seed=21)
+    first = [type(d).__name__ for d in (m.offer(s, t) for s, t in _mixed(400))]
+    m.restart()
+    assert m.index == 0
+    later = 10_000 * MS  # another phase, later on the same clock
+    again = [type(d).__name__ for d in (m.offer(s, t + later) for s, t in _mixed(400))]
+    assert again == first
+    assert "Drop" in first
+
+
+def test_restart_keeps_queued_packets_in_place() -> None:
+    spec = DirectionSpec(rate_mbit=1.0)  # 1500 B take 12 ms
+    m = model(spec)
+    a = m.offer(1500, 0)
+    m.restart()
+    b = m.offer(1500, 0)  # still behind the first packet: the serialiser carries on
+    assert isinstance(a, Deliver) and isinstance(b, Deliver)
+    assert b.release_ns[0] - a.release_ns[0] == 12 * MS
+
+
+def test_build_models_with_the_same_seed_equal_restarted_ones() -> None:
+    link = LinkSpec(downlink=DirectionSpec(loss=BernoulliLoss(model="bernoulli", rate=0.2)))
+    used = build_models(link, 5)
+    for s, t in _mixed(100):
+        used["downlink"].offer(s, t)
+    used["downlink"].restart()
+    fresh = build_models(link, 5)
+    a = [isinstance(used["downlink"].offer(s, t), Drop) for s, t in _mixed(300)]
+    b = [isinstance(fresh["downlink"].offer(s, t), Drop) for s, t in _mixed(300)]
+    assert a == b

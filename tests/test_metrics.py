@@ -79,25 +79,30 @@ def test_cpu_bound_threshold() -> None:
         metrics.cpu_bound(1.0, 0.0)
 
 
-# --- watch / HOL --------------------------------------------------------------------------
-def test_one_loss_stalls_every_stream_spread_one() -> None:
+# --- watch: stalls and excess; the schema-1 overlap spread (docs/metrics.md) ---------------
+# The loss-anchored HOL metrics (hol_spread today) are tested in tests/test_hol.py.
+def _legacy(rows: list, n: int) -> tuple[metrics.WatchMetrics, pd.DataFrame, float]:
+    m, per_event = metrics.watch_metrics(_events(rows), n_streams=n, base_rtt_ms=50.0)
+    return m, per_event, metrics.overlap_spread(per_event, n)
+
+
+def test_one_loss_stalls_every_stream_overlap_spread_one() -> None:
     rows = _grid(4, 10)
     # event k=5 on every stream is held 100 ms (one TCP loss blocks the whole connection)
     rows = [(s, k, t, r + 100.0 if k == 5 else r) for s, k, t, r in rows]
-    m, per_event = metrics.watch_metrics(_events(rows), n_streams=4, base_rtt_ms=50.0)
+    m, per_event, spread = _legacy(rows, 4)
     assert m.n_stalled == 4
-    assert m.hol_spread == pytest.approx(1.0)
+    assert spread == pytest.approx(1.0)
     assert m.stalled_fraction == pytest.approx(4 / 40)
-    assert per_event["overlap_streams"].max() == 4
     assert per_event.loc[per_event.stalled, "excess_ms"].tolist() == pytest.approx([100.0] * 4)
 
 
-def test_one_stream_stalls_alone_spread_quarter() -> None:
+def test_one_stream_stalls_alone_overlap_spread_quarter() -> None:
     rows = _grid(4, 10)
     rows = [(s, k, t, r + 100.0 if (s == 2 and k in (5, 6)) else r) for s, k, t, r in rows]
-    m, _ = metrics.watch_metrics(_events(rows), n_streams=4, base_rtt_ms=50.0)
+    m, _, spread = _legacy(rows, 4)
     assert m.n_stalled == 2
-    assert m.hol_spread == pytest.approx(0.25)
+    assert spread == pytest.approx(0.25)
 
 
 def test_independent_losses_on_different_streams_do_not_chain() -> None:
@@ -105,25 +110,30 @@ def test_independent_losses_on_different_streams_do_not_chain() -> None:
     # stream 0 stalls at k=5 (sent 100 ms, received 210), stream 3 at k=30 (sent 600 ms):
     # disjoint in time → each counts only its own stream
     rows = [(s, k, t, r + 100.0 if (s, k) in {(0, 5), (3, 30)} else r) for s, k, t, r in rows]
-    m, _ = metrics.watch_metrics(_events(rows), n_streams=4, base_rtt_ms=50.0)
+    m, _, spread = _legacy(rows, 4)
     assert m.n_stalled == 2
-    assert m.hol_spread == pytest.approx(0.25)
+    assert spread == pytest.approx(0.25)
 
 
 def test_overlap_chain_is_counted_per_event_not_per_episode() -> None:
     # A [0,100] on stream 0, B [90,200] on stream 1, C [190,300] on stream 2: A∩B, B∩C, not A∩C.
     # Merged episodes would say 3 streams for each; per event it is A:2, B:3, C:2.
-    rows = [(0, 0, 0.0, 100.0), (1, 0, 90.0, 200.0), (2, 0, 190.0, 300.0), (3, 0, 0.0, 1.0)]
-    m, per_event = metrics.watch_metrics(_events(rows), n_streams=4, base_rtt_ms=50.0)
-    assert per_event["overlap_streams"].tolist() == [2, 3, 2, 0]
-    assert m.hol_spread == pytest.approx((7 / 3) / 4)
+    rows = [(0, 0, 0.0, 100.0), (1, 0, 90.0, 200.0), (2, 0, 190.0, 300.0)]
+    count = metrics.overlapping_streams(
+        [r[0] for r in rows], [r[2] * MS for r in rows], [r[3] * MS for r in rows]
+    )
+    assert count.tolist() == [2, 3, 2]
+    _, _, spread = _legacy([*rows, (3, 0, 0.0, 1.0)], 4)
+    assert spread == pytest.approx((7 / 3) / 4)
 
 
 def test_distinct_streams_not_events() -> None:
     # stream 1 has two stalled events overlapping stream 0's: stream 1 counts once
-    rows = [(0, 0, 0.0, 200.0), (1, 0, 10.0, 150.0), (1, 1, 30.0, 170.0), (2, 0, 0.0, 1.0)]
-    _, per_event = metrics.watch_metrics(_events(rows), n_streams=3, base_rtt_ms=50.0)
-    assert per_event["overlap_streams"].tolist() == [2, 2, 2, 0]
+    rows = [(0, 0, 0.0, 200.0), (1, 0, 10.0, 150.0), (1, 1, 30.0, 170.0)]
+    count = metrics.overlapping_streams(
+        [r[0] for r in rows], [r[2] * MS for r in rows], [r[3] * MS for r in rows]
+    )
+    assert count.tolist() == [2, 2, 2]
 
 
 def test_touching_intervals_overlap() -> None:
@@ -147,10 +157,10 @@ def test_excess_percentiles_and_min_latency() -> None:
     assert m.threshold_ms == 25.0
 
 
-def test_no_stall_gives_zero_spread() -> None:
+def test_no_stall_gives_zero_overlap_spread() -> None:
     m, per_event = metrics.watch_metrics(_events(_grid(8, 20)), n_streams=8, base_rtt_ms=50.0)
     assert m.n_stalled == 0
-    assert m.hol_spread == 0.0
+    assert metrics.overlap_spread(per_event, 8) == 0.0
     assert m.stalled_fraction == 0.0
     assert not per_event["stalled"].any()
     assert m.excess_p999_ms == 0.0
@@ -163,7 +173,7 @@ def test_explicit_threshold() -> None:
     tight, _ = metrics.watch_metrics(_events(rows), n_streams=2, base_rtt_ms=50.0, threshold_ms=5)
     assert loose.n_stalled == 0
     assert tight.n_stalled == 1
-    assert tight.hol_spread == pytest.approx(0.5)
+    assert tight.threshold_ms == 5.0
 
 
 def test_watch_rejects_bad_input() -> None:
@@ -187,7 +197,6 @@ def test_aggregate_rows_use_contract_names() -> None:
     m, _ = metrics.watch_metrics(_events(_grid(2, 3)), n_streams=2, base_rtt_ms=50.0)
     names = [name for name, _, _ in m.aggregate_rows()]
     assert names == [
-        "hol_spread",
         "stalled_fraction",
         "excess_p50_ms",
         "excess_p95_ms",

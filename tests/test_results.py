@@ -78,7 +78,7 @@ def test_round_trip(tmp_path: Path) -> None:
     w.finish()
 
     r = load(tmp_path / "run1")
-    assert r.meta["schema_version"] == schema.SCHEMA_VERSION == 1
+    assert r.meta["schema_version"] == schema.SCHEMA_VERSION == 2
     assert r.meta["status"] == "complete"
     assert r.meta["run_id"] == "run1"
     assert r.meta["environment"] == ENV

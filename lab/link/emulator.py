@@ -18,11 +18,18 @@ Command line (started by the runner as `ip netns exec <router-ns> python -m lab.
                                            "tun_downlink": "...", "out_dir": "..."}'
 
 It prints `ready` on stdout once attached, stops on SIGTERM/SIGINT, and then writes to `out_dir`:
-`emulator.json` (per-direction counters, lateness stats, TUN TX-dropped, CPU, realtime) and
-`drops.csv` (time_ns, direction, ip_proto, length, reason; time is CLOCK_MONOTONIC ns).
+`emulator.json` (per-direction counters, lateness stats, TUN TX-dropped, CPU, realtime, phases)
+and `drops.csv` (time_ns, direction, ip_proto, length, reason; time is CLOCK_MONOTONIC ns).
 
-From Python: `EmulatorProcess(topology, link, seed, out_dir)`, `.start()`, `.stop()`, `.poll()`,
-`.kill()`; its owner (the runner) makes sure `kill()` runs on every way out.
+Control: one command per line on stdin, each acknowledged by one line on stdout. `reseed`
+restarts both directions' models from the seed (`DirectionModel.restart`: packet index 0,
+generators, Gilbert-Elliott state, isolated-loss positions) and begins a new *phase*; the answer
+is `reseeded <phase> <started_ns>`. The runner reseeds before each protocol's phase of a cell, so
+h2 and h3 see the same drop decisions by packet index. emulator.json's `phases` gives each
+phase's start and its own counters; stdin at EOF just ends the control channel.
+
+From Python: `EmulatorProcess(topology, link, seed, out_dir)`, `.start()`, `.reseed()`, `.stop()`,
+`.poll()`, `.kill()`; its owner (the runner) makes sure `kill()` runs on every way out.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ if TYPE_CHECKING:
 STATS_FILE = "emulator.json"
 DROP_LOG_FILE = "drops.csv"
 STDERR_FILE = "emulator.stderr"
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: `phases` (one per reseed) added; version 1 has one implicit phase
 READ_BATCH = 64  # packets read from one TUN before looking at the heap again
 RT_PRIORITY = 10
 PR_SET_TIMERSLACK = 29
@@ -174,9 +181,12 @@ def _percentiles(values: array[int]) -> dict[str, float | int | None]:
     }
 
 
-def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
+def run(
+    cfg: EmulatorConfig, *, ready_out: Any = None, control_fd: int | None = None
+) -> dict[str, Any]:
     """Attach to the TUN devices, emulate until SIGTERM/SIGINT, write the outputs; returns the
-    stats dict that was written to emulator.json."""
+    stats dict that was written to emulator.json. Commands are read from `control_fd` (stdin
+    in the process) and answered on `ready_out`."""
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dirs = _attach(cfg)
@@ -184,13 +194,14 @@ def run(cfg: EmulatorConfig, *, ready_out: Any = None) -> dict[str, Any]:
         realtime = _try_realtime() if cfg.realtime else (False, "not requested")
         with _stop_on_signals() as stop:
             started_ns = time.monotonic_ns()
+            control = _Control(control_fd, ready_out, dirs, started_ns)
             if ready_out is not None:
                 print("ready", file=ready_out, flush=True)
-            loop = _emulate(dirs, stop, cfg)
+            loop = _emulate(dirs, stop, cfg, control)
     finally:
         for d in dirs.values():
             os.close(d.fd)
-    return _write_outputs(cfg, out_dir, dirs, loop, started_ns, realtime)
+    return _write_outputs(cfg, out_dir, dirs, loop, started_ns, realtime, control.phases)
 
 
 # --- set-up ---------------------------------------------------------------------------------
@@ -249,6 +260,94 @@ def _stop_on_signals() -> Iterator[_StopRequest]:
         os.close(wake_w)
 
 
+# --- control: reseed between phases ----------------------------------------------------------
+def _counters(dirs: dict[str, _Direction]) -> dict[str, dict[str, Any]]:
+    """Each direction's cumulative packet counters now (packets_in, packets_dropped, by reason)."""
+    return {
+        name: {
+            "packets_in": d.packets_in,
+            "packets_dropped": d.packets_dropped,
+            "dropped_by_reason": dict(d.dropped_by_reason),
+        }
+        for name, d in dirs.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _PhaseStart:
+    """When a phase began (CLOCK_MONOTONIC ns) and the cumulative counters at that moment."""
+
+    started_ns: int
+    counters: dict[str, dict[str, Any]]
+
+
+class _Control:
+    """The command channel: lines on `fd`, one answer line each on `out`."""
+
+    __slots__ = ("_buf", "dirs", "fd", "out", "phases")
+
+    def __init__(self, fd: int | None, out: Any, dirs: dict[str, _Direction], t0: int) -> None:
+        self.fd = fd
+        self.out = out
+        self.dirs = dirs
+        self.phases = [_PhaseStart(t0, _counters(dirs))]
+        self._buf = b""
+
+    def readable(self) -> bool:
+        """Read what `fd` has and run each complete command; False at EOF (stop watching)."""
+        assert self.fd is not None
+        try:
+            data = os.read(self.fd, 4096)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        self._buf += data
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            self._command(line.strip().decode(errors="replace"))
+        return True
+
+    def _command(self, cmd: str) -> None:
+        if cmd == "reseed":
+            now = time.monotonic_ns()
+            for d in self.dirs.values():
+                d.model.restart()
+            self.phases.append(_PhaseStart(now, _counters(self.dirs)))
+            self._answer(f"reseeded {len(self.phases) - 1} {now}")
+        elif cmd:
+            self._answer(f"error unknown command {cmd!r}")
+
+    def _answer(self, line: str) -> None:
+        if self.out is not None:
+            print(line, file=self.out, flush=True)
+
+
+def phase_counters(
+    phases: list[_PhaseStart], final: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """emulator.json's `phases`: each phase's start and its own counters (the difference of
+    the cumulative counters at its start and at the next phase's start, or at the end)."""
+    out = []
+    ends = [p.counters for p in phases[1:]] + [final]
+    for i, (start, end) in enumerate(zip(phases, ends, strict=True)):
+        dirs = {}
+        for name, e in end.items():
+            b = start.counters[name]
+            reasons = {
+                r: n - b["dropped_by_reason"].get(r, 0)
+                for r, n in e["dropped_by_reason"].items()
+                if n - b["dropped_by_reason"].get(r, 0)
+            }
+            dirs[name] = {
+                "packets_in": e["packets_in"] - b["packets_in"],
+                "packets_dropped": e["packets_dropped"] - b["packets_dropped"],
+                "dropped_by_reason": reasons,
+            }
+        out.append({"index": i, "started_ns": start.started_ns, "directions": dirs})
+    return out
+
+
 # --- the hot loop ---------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _LoopEnd:
@@ -259,13 +358,16 @@ class _LoopEnd:
     stopped_ns: int
 
 
-def _emulate(dirs: dict[str, _Direction], stop: _StopRequest, cfg: EmulatorConfig) -> _LoopEnd:
+def _emulate(
+    dirs: dict[str, _Direction], stop: _StopRequest, cfg: EmulatorConfig, control: _Control
+) -> _LoopEnd:
     """Read, decide, hold and release packets until a stop is requested."""
     drops: list[tuple[int, str, int, int, str]] = []
     heap: list[tuple[int, int, _Direction, bytes]] = []
     by_fd = {d.fd: d for d in dirs.values()}
     wake_r = stop.wake_fd
-    rfds = [wake_r, *by_fd]
+    ctrl_fd = control.fd if control.fd is not None else -1
+    rfds = [wake_r, *by_fd] + ([ctrl_fd] if ctrl_fd >= 0 else [])
     early_ns = int(cfg.early_wake_us * 1000)
     tol_ns = int(cfg.tolerance_us * 1000)
     mono = time.monotonic_ns
@@ -298,6 +400,10 @@ def _emulate(dirs: dict[str, _Direction], stop: _StopRequest, cfg: EmulatorConfi
                 if fd == wake_r:
                     with contextlib.suppress(BlockingIOError):
                         read(wake_r, 512)
+                    continue
+                if fd == ctrl_fd:
+                    if not control.readable():
+                        rfds.remove(ctrl_fd)  # EOF: no more commands
                     continue
                 d = by_fd[fd]
                 model = d.model
@@ -341,6 +447,7 @@ def _write_outputs(
     loop: _LoopEnd,
     started_ns: int,
     realtime: tuple[bool, str],
+    phases: list[_PhaseStart],
 ) -> dict[str, Any]:
     """Write drops.csv and emulator.json to `out_dir`; returns the stats written."""
     with open(out_dir / DROP_LOG_FILE, "w", newline="") as f:
@@ -348,6 +455,7 @@ def _write_outputs(
         w.writerow(["time_ns", "direction", "ip_proto", "length", "reason"])
         w.writerows(loop.drops)
     stats = _stats(cfg, dirs, loop, started_ns, realtime)
+    stats["phases"] = phase_counters(phases, _counters(dirs))
     write_json(out_dir / STATS_FILE, stats, indent=2)
     return stats
 
@@ -405,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="EmulatorConfig as JSON")
     args = p.parse_args(argv)
     cfg = EmulatorConfig.model_validate_json(args.config)
-    run(cfg, ready_out=sys.stdout)
+    run(cfg, ready_out=sys.stdout, control_fd=sys.stdin.fileno())
     return 0
 
 
@@ -435,8 +543,19 @@ class DirectionReport:
 
 
 @dataclass(frozen=True)
+class PhaseReport:
+    """One phase (from the start or a `reseed` to the next one): its start (CLOCK_MONOTONIC
+    ns) and, per direction, packets_in, packets_dropped and dropped_by_reason."""
+
+    index: int
+    started_ns: int
+    directions: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class EmulatorReport:
-    """What the emulator did: per-direction counters, the drop log path, realtime and CPU."""
+    """What the emulator did: per-direction counters, the drop log path, realtime, CPU and
+    the phases (one per reseed; a version-1 report has one)."""
 
     directions: dict[str, DirectionReport]
     drop_log: Path
@@ -444,6 +563,7 @@ class EmulatorReport:
     realtime_granted: bool
     cpu_user_s: float
     cpu_sys_s: float
+    phases: list[PhaseReport]
     raw: dict[str, Any] = field(repr=False)
 
     @classmethod
@@ -457,6 +577,11 @@ class EmulatorReport:
             )
             for name, d in raw["directions"].items()
         }
+        phases = [
+            PhaseReport(p["index"], p["started_ns"], p["directions"])
+            for p in raw.get("phases")
+            or [{"index": 0, "started_ns": raw["started_ns"], "directions": raw["directions"]}]
+        ]
         return cls(
             directions=dirs,
             drop_log=path.parent / raw["drop_log"],
@@ -464,6 +589,7 @@ class EmulatorReport:
             realtime_granted=raw["realtime"]["granted"],
             cpu_user_s=raw["cpu_user_s"],
             cpu_sys_s=raw["cpu_sys_s"],
+            phases=phases,
             raw=raw,
         )
 
@@ -493,6 +619,7 @@ class EmulatorProcess:
     ```python
     emu = EmulatorProcess(topo, link, seed=42, out_dir=cell_dir)
     emu.start()            # returns once the emulator is attached; EmulatorError if it died
+    t0 = emu.reseed()      # the models start over from the seed (a new phase from t0 ns)
     ...                    # traffic
     report = emu.stop()    # SIGTERM, wait, read emulator.json → EmulatorReport
     ```
@@ -550,7 +677,7 @@ class EmulatorProcess:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
-                self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr
+                self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
             )
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
@@ -558,6 +685,24 @@ class EmulatorProcess:
         if line.strip() != b"ready":
             self.kill()
             raise EmulatorError(f"emulator did not become ready: {self._stderr_text()}")
+
+    def reseed(self, timeout_s: float = 5.0) -> int:
+        """Restart both directions' models from the seed (a new phase) and wait for the
+        acknowledgement; the phase's start (CLOCK_MONOTONIC ns, the emulator's clock). Raises
+        EmulatorError when the emulator does not answer."""
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.stdout is None or proc.poll() is not None:
+            raise EmulatorError(f"emulator is not running: {self._stderr_text()}")
+        try:
+            proc.stdin.write(b"reseed\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            raise EmulatorError(f"emulator closed its control: {self._stderr_text()}") from None
+        ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+        words = (proc.stdout.readline() if ready else b"").split()
+        if len(words) != 3 or words[0] != b"reseeded":
+            raise EmulatorError(f"emulator did not acknowledge reseed: {self._stderr_text()}")
+        return int(words[2])
 
     def stop(self, timeout_s: float = 10.0) -> EmulatorReport:
         """SIGTERM it, wait for it to write its outputs, and return the report."""
@@ -602,8 +747,11 @@ class EmulatorProcess:
         self._forget()
 
     def _forget(self) -> None:
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
+        if self.proc is not None:
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 One `DirectionModel` per direction. For each offered packet, in this order:
 
-1. loss: the drop list (by 0-based index of offered packets), Bernoulli, or Gilbert-Elliott
-   (netem's p, r, h, k; the loss of a packet uses the state it arrives in, then the state moves);
+1. loss: the drop list (by 0-based index of offered packets), Bernoulli, Gilbert-Elliott
+   (netem's p, r, h, k; the loss of a packet uses the state it arrives in, then the state moves),
+   or isolated (one data packet — longer than PURE_ACK_MAX_BYTES — at seeded times about
+   `every_ms` apart);
 2. drop-tail queue: the packet is dropped when the rate limiter's backlog (packets whose
    serialisation has not finished at `now`) would exceed the packet or byte limit;
 3. serialisation at `rate_mbit`: it starts when the link is free and takes size·8/rate;
@@ -15,6 +17,11 @@ One `DirectionModel` per direction. For each offered packet, in this order:
 Times are integer nanoseconds on the caller's clock (CLOCK_MONOTONIC). No clock reads, no I/O,
 no global random state: every random draw comes from generators seeded from `seed`, one stream per
 purpose, so turning on jitter does not change which packets are lost.
+
+`restart()` starts the random decisions over from the seed (packet index 0, the generators, the
+Gilbert-Elliott state, the isolated-loss positions) while packets already queued keep their
+times: the runner restarts both directions before each protocol's phase of a cell, so HTTP/2 and
+HTTP/3 meet the same drop decisions by packet index (common random numbers).
 """
 
 from __future__ import annotations
@@ -28,17 +35,20 @@ import numpy as np
 
 from lab.link.spec import (
     DIRECTIONS,
+    PURE_ACK_MAX_BYTES,
     BernoulliLoss,
     DirectionSpec,
     DropListLoss,
     GilbertElliottLoss,
+    IsolatedLoss,
     LinkSpec,
     ReorderSpec,
 )
 
-DropReason = Literal["random", "burst", "queue", "drop_list"]
+DropReason = Literal["random", "burst", "queue", "drop_list", "isolated"]
 """Why a packet was dropped: "burst" = lost in the Gilbert-Elliott bad state; "random" = Bernoulli
-or Gilbert-Elliott good-state loss; "queue" = drop-tail overflow; "drop_list" = listed index."""
+or Gilbert-Elliott good-state loss; "queue" = drop-tail overflow; "drop_list" = listed index;
+"isolated" = the isolated-loss model's data packet."""
 
 _BLOCK = 4096  # random draws fetched from numpy at a time
 _PARETO_ALPHA = 3.0  # shape of netem's pareto table
@@ -127,26 +137,23 @@ class DirectionModel:
     ) -> None:
         self.spec = spec
         self.seed = seed
-        self.index = 0  # packets offered so far
         self.queue_packets = queue_packets
         self.queue_bytes = queue_bytes
-        streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
-        self._loss_u = _Uniforms(streams[0])
-        self._delays = _Delays(streams[1], spec)
-        self._dup_u = _Uniforms(streams[2])
-        self._reorder_u = _Uniforms(streams[3])
 
         loss = spec.loss
         self._drop_set: frozenset[int] = frozenset()
         self._bernoulli = 0.0
         self._ge: GilbertElliottLoss | None = None
-        self._ge_bad = False
+        self._isolated: IsolatedLoss | None = None
         if isinstance(loss, DropListLoss):
             self._drop_set = frozenset(loss.packets)
         elif isinstance(loss, BernoulliLoss):
             self._bernoulli = loss.rate
         elif isinstance(loss, GilbertElliottLoss):
             self._ge = loss
+        elif isinstance(loss, IsolatedLoss):
+            self._isolated = loss
+        self.restart()
 
         # Serialisation: ns per byte, or None for an unlimited link.
         self._ns_per_byte = None if spec.rate_mbit is None else 8000.0 / spec.rate_mbit
@@ -160,15 +167,50 @@ class DirectionModel:
         self._reorder: ReorderSpec | None = (
             spec.reorder if isinstance(spec.reorder, ReorderSpec) else None
         )
-        self._reorder_counter = 0
-        self._reorder_last = 0.0  # netem's correlated-random state
         self._last_release_ns = 0
         self._duplicate = spec.duplicate
 
+    def restart(self) -> None:
+        """Start the random decisions over from the seed: packet index 0, fresh generators,
+        Gilbert-Elliott in the good state, the isolated-loss schedule anchored anew on the next
+        data packet, the reorder counter at 0. The serialiser, the queue and the last release
+        time carry on, so packets already queued are neither lost nor sped up."""
+        self.index = 0  # packets offered since the start or the last restart
+        streams = [np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(4)]
+        self._loss_u = _Uniforms(streams[0])
+        self._delays = _Delays(streams[1], self.spec)
+        self._dup_u = _Uniforms(streams[2])
+        self._reorder_u = _Uniforms(streams[3])
+        self._ge_bad = False
+        self._iso_next_ns: int | None = None  # when the next isolated drop is due
+        self._reorder_counter = 0
+        self._reorder_last = 0.0  # netem's correlated-random state
+
     # -- steps ----------------------------------------------------------------------------
-    def _lost(self, idx: int) -> DropReason | None:
+    def _isolated_gap_ns(self, iso: IsolatedLoss) -> int:
+        """Time (ns) from a data packet (the anchor, or the last drop) to the next drop."""
+        u = self._loss_u.next()
+        return round(iso.every_ms * 1e6 * (1.0 + iso.position_jitter * (u - 0.5)))
+
+    def _isolated_lost(self, iso: IsolatedLoss, size: int, now: int) -> bool:
+        """Whether the isolated-loss model drops this packet; moves its schedule."""
+        if size <= PURE_ACK_MAX_BYTES:
+            return False
+        due = self._iso_next_ns
+        if due is None:  # the first data packet anchors the schedule
+            self._iso_next_ns = now + self._isolated_gap_ns(iso)
+            return False
+        if now < due:
+            return False
+        self._iso_next_ns = now + self._isolated_gap_ns(iso)
+        return True
+
+    def _lost(self, idx: int, size: int, now: int) -> DropReason | None:
         if self._drop_set and idx in self._drop_set:
             return "drop_list"
+        iso = self._isolated
+        if iso is not None and self._isolated_lost(iso, size, now):
+            return "isolated"
         if self._bernoulli and self._loss_u.next() < self._bernoulli:
             return "random"
         ge = self._ge
@@ -231,7 +273,7 @@ class DirectionModel:
         """Decide the fate of a packet of `size_bytes` arriving at `now_ns` (non-decreasing)."""
         idx = self.index
         self.index = idx + 1
-        reason = self._lost(idx)
+        reason = self._lost(idx, size_bytes, now_ns)
         if reason is not None:
             return Drop(reason)
         if self._ns_per_byte is not None:

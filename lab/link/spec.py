@@ -88,8 +88,34 @@ class DropListLoss(StrictModel):
     ]
 
 
+# A packet of at most this many bytes (IP header included) carries no data: a pure TCP ACK is
+# at most 40 (IPv6) + 60 (TCP with every option) = 100 bytes; a QUIC ACK-only packet is 28–48
+# (UDP/IP) + ~10 (short header) + a few (ACK frame) + 16 (AEAD tag) ≈ 60–80. A watch event's
+# packet is ~300 bytes. Used by the isolated-loss model and the HOL metrics alike.
+PURE_ACK_MAX_BYTES = 100
+MIN_ISOLATED_EVERY_MS = 10.0  # below, recoveries (≥ 1 RTT each) would overlap on any real path
+MAX_ISOLATED_EVERY_MS = 3_600_000.0  # one drop an hour: beyond any cell's length
+
+
+class IsolatedLoss(StrictModel):
+    """One data packet dropped about every `every_ms`, far enough apart that the recoveries of
+    two drops never overlap (the HOL probe's loss model: each loss's blast radius is exact).
+
+    Only data packets count: longer than PURE_ACK_MAX_BYTES. The gap from the first data packet
+    (after the start, or a restart of the model) to the first drop, and between consecutive
+    drops, is every_ms × (1 + position_jitter × (U − ½)) with U ~ U[0, 1) from the seeded
+    generator; the drop hits the first data packet arriving at or after that time. So drops
+    are never closer than every_ms × (1 − position_jitter / 2). Emulator only (netem has no
+    such model)."""
+
+    model: Literal["isolated"]
+    every_ms: Annotated[float, Field(ge=MIN_ISOLATED_EVERY_MS, le=MAX_ISOLATED_EVERY_MS)]
+    position_jitter: Probability = 0.5  # fraction of every_ms over which a position varies
+
+
 LossSpec = Annotated[
-    NoLoss | BernoulliLoss | GilbertElliottLoss | DropListLoss, Field(discriminator="model")
+    NoLoss | BernoulliLoss | GilbertElliottLoss | DropListLoss | IsolatedLoss,
+    Field(discriminator="model"),
 ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import ResultsError
-from lab.results.schema import RUN_JSON, RUN_STATUSES, SCHEMA_VERSION, Pair
+from lab.results.schema import READABLE_SCHEMA_VERSIONS, RUN_JSON, RUN_STATUSES, Pair
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _OBJECT_FIELDS = ("scenario", "environment", "impairment", "stacks")
@@ -38,8 +38,9 @@ def check_meta(meta: object, file: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ResultsError(f"{file}: not a JSON object")
     version = meta.get("schema_version")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise ResultsError(f"{file}: schema_version {version!r}, this lab reads {SCHEMA_VERSION}")
+    if version not in READABLE_SCHEMA_VERSIONS or isinstance(version, bool):
+        readable = " or ".join(str(v) for v in READABLE_SCHEMA_VERSIONS)
+        raise ResultsError(f"{file}: schema_version {version!r}, this lab reads {readable}")
     if not isinstance(meta.get("run_id", ""), str):
         raise ResultsError(f"{file}: run_id is not a string")
     status = meta.get("status")

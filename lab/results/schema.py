@@ -1,6 +1,10 @@
 """The contract of a run directory: file names, columns, metric sets, dtypes, `samples_frame`.
 
-Schema version 1; docs/results.md is the reference.
+Schema version 2; docs/results.md is the reference. Version 2 (issue 11): `hol_spread` is the
+mean blast radius per loss, anchored on the emulator's drop log (absent without one), with its
+interval, the loss counts and means beside it and one `loss_blast_radius` per counted loss; the
+`count` unit; run.json's `link_model_reseeded_per_protocol`. Version-1 runs still load (their
+`hol_spread` keeps its old per-stalled-event meaning; `lab.workloads.metrics.overlap_spread`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import pandas as pd
 
 from lab.errors import ResultsError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)  # what `load()` reads; runs resume only at 2
 
 # The files of results/<run-id>/, relative to it (also the keys of run.json's `sha256`).
 RUN_JSON = "run.json"
@@ -50,11 +55,20 @@ SAMPLE_METRICS: frozenset[str] = frozenset(
         "event_latency_ms",
         "event_excess_ms",
         "rpc_latency_ms",
+        "loss_blast_radius",
     }
 )
 AGGREGATE_METRICS: frozenset[str] = frozenset(
     {
         "hol_spread",
+        "hol_spread_low",
+        "hol_spread_high",
+        "hol_losses",
+        "hol_losses_unexposed",
+        "hol_losses_overlapping",
+        "hol_exposed_mean",
+        "hol_stalled_mean",
+        "hol_collateral_ms",
         "stalled_fraction",
         "excess_p50_ms",
         "excess_p95_ms",
@@ -70,7 +84,7 @@ AGGREGATE_METRICS: frozenset[str] = frozenset(
     }
 )
 MODES: tuple[str, ...] = ("cold", "resumed", "zero_rtt")
-UNITS: frozenset[str] = frozenset({"ms", "rtt", "Mbit/s", "fraction", "s", "bool"})
+UNITS: frozenset[str] = frozenset({"ms", "rtt", "Mbit/s", "fraction", "s", "bool", "count"})
 
 _TEXT = "str"  # pandas' default text dtype (never missing in these columns)
 DTYPES: dict[str, Any] = {

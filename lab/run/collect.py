@@ -1,5 +1,7 @@
 """Agent results → samples rows (pure): one cell, repetition and protocol at a time, through
-lab.workloads.aggregate (RTTs in ms, rates in Mbit/s, CPU and wall times in seconds)."""
+lab.workloads.aggregate (RTTs in ms, rates in Mbit/s, CPU and wall times in seconds). Here the
+agent's raw watch-event stamps meet the emulator's drop log of the same protocol's phase (one
+host clock), for the loss-anchored HOL metrics."""
 
 from __future__ import annotations
 
@@ -28,8 +30,11 @@ def cell_frame(
     agent_result: dict[str, Any],
     *,
     emulator: bool,
+    drops: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """samples rows of one agent result (one protocol), and the (workload, error) failures."""
+    """samples rows of one agent result (one protocol), and the (workload, error) failures.
+    `drops`: the emulator's drop log (drops.csv columns) of this protocol's phase; None with
+    netem, which has none (then no loss-anchored HOL metrics)."""
     rows: list[dict[str, Any]] = []
     errors: list[tuple[str, str]] = []
     base_rtt, rate = cell.link.base_rtt_ms, downlink_rate(cell)
@@ -48,7 +53,13 @@ def cell_frame(
         )
         try:
             out = aggregate(
-                w["kind"], params, w["rows"], base_rtt_ms=base_rtt, rate_mbit=rate, cpu=usage
+                w["kind"],
+                params,
+                w["rows"],
+                base_rtt_ms=base_rtt,
+                rate_mbit=rate,
+                cpu=usage,
+                drops=drops,
             )
         except ValueError as e:
             errors.append((w["kind"], f"aggregation failed: {e}"))

@@ -32,6 +32,8 @@ class CellOutcome:
     collect_s: float = 0.0
     teardown_s: float = 0.0
     wall_s: float = 0.0
+    # protocol → what its senders used (lab.run.senders.transport_record)
+    transport: dict[str, Any] = field(default_factory=dict)
 
 
 def cell_key(o: CellOutcome) -> str:
@@ -49,6 +51,7 @@ def cell_record(o: CellOutcome, earlier: dict[str, Any], now: datetime) -> dict[
         "problems": o.problems,
         "load_avg_1min": o.load_avg,
         "errors": o.errors,
+        "transport": o.transport,
         "finished_utc": earlier.get("finished_utc") or now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         **{
             k: round(getattr(o, k), 3)

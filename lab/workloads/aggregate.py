@@ -3,9 +3,13 @@ samples.parquet: raw stamps stripped, `event_excess_ms` added, and the aggregate
 lab.workloads.metrics appended (stream <NA>). Pure: no I/O, no clock.
 
 Aggregates per workload kind:
-- watch, k8s_mix: hol_spread, stalled_fraction, excess_p50/p95/p99/p999_ms
-  (lab.workloads.metrics.watch_metrics; the stall threshold is `stall_threshold_rtt` × base RTT for
-  watch, ½ base RTT for k8s_mix);
+- watch, k8s_mix: stalled_fraction, excess_p50/p95/p99/p999_ms (lab.workloads.metrics.watch_metrics;
+  the stall threshold is `stall_threshold_rtt` × base RTT for watch, ½ base RTT for k8s_mix); with a
+  drop log (the emulator's; netem has none) the loss-anchored HOL metrics hol_losses,
+  hol_losses_unexposed, hol_losses_overlapping and, when a loss was counted, hol_spread with
+  hol_spread_low/high, hol_exposed_mean, hol_stalled_mean, hol_collateral_ms, plus one
+  `loss_blast_radius` row per counted loss (lab.workloads.metrics.hol_losses). A sender-state
+  flag (`congestion_limited`) belongs beside them, as a row only when sender samples exist;
 - rpc_under_load, k8s_mix: rpc_delayed_fraction, rpc_p95_ms (lab.workloads.metrics.rpc_metrics);
 - bulk, multiplex, rpc_under_load: utilisation (median goodput ÷ downlink rate; NaN unlimited);
 - every kind: cpu_server_s, cpu_client_s, cpu_emulator_s (user+sys seconds during the
@@ -55,10 +59,15 @@ def _clean(r: Row) -> Row:
 
 
 def watch_rows(
-    rows: Sequence[Row], n_streams: int, base_rtt_ms: float, threshold_ms: float | None
+    rows: Sequence[Row],
+    n_streams: int,
+    base_rtt_ms: float,
+    threshold_ms: float | None,
+    drops: pd.DataFrame | None = None,
 ) -> list[Row]:
-    """event_excess_ms per event plus the HOL aggregates, from `event_latency_ms` rows that
-    carry the raw stamps (stream, seq, sent_ns, received_ns)."""
+    """event_excess_ms per event plus the latency aggregates, from `event_latency_ms` rows that
+    carry the raw stamps (stream, seq, sent_ns, received_ns); with `drops` (the drop log of
+    this run's phase) the HOL metrics of `hol_rows` too."""
     events = [r for r in rows if r["metric"] == "event_latency_ms"]
     if not events:
         return []
@@ -76,6 +85,27 @@ def watch_rows(
         for s, x in zip(per_event["stream"], per_event["excess_ms"], strict=True)
     ]
     out += [row(m, v, u) for m, v, u in wm.aggregate_rows()]
+    if drops is not None:
+        out += hol_rows(per_event, drops, base_rtt_ms, wm.threshold_ms)
+    return out
+
+
+def hol_rows(
+    per_event: pd.DataFrame, drops: pd.DataFrame, base_rtt_ms: float, threshold_ms: float
+) -> list[Row]:
+    """The loss-anchored HOL aggregates and one `loss_blast_radius` per counted loss; none when
+    the threshold is not below the base RTT (no loss horizon: docs/metrics.md)."""
+    if base_rtt_ms <= threshold_ms:
+        return []
+    hl, per_loss = metrics.hol_losses(
+        per_event,
+        metrics.data_drop_times(drops),
+        base_rtt_ms=base_rtt_ms,
+        threshold_ms=threshold_ms,
+    )
+    counted = per_loss[per_loss["status"] == "counted"]
+    out = [row("loss_blast_radius", x, "fraction") for x in counted["blast_radius"]]
+    out += [row(m, v, u) for m, v, u in hl.aggregate_rows()]
     return out
 
 
@@ -106,15 +136,17 @@ def aggregate(
     base_rtt_ms: float,
     rate_mbit: float | None,
     cpu: CpuUsage | None = None,
+    drops: pd.DataFrame | None = None,
 ) -> list[Row]:
     """The samples.parquet rows of one workload run: its rows (raw keys stripped), then
-    derived per-sample rows and the aggregates."""
+    derived per-sample rows and the aggregates. `drops`: the emulator's drop log of this
+    protocol's phase (None without one: no loss-anchored HOL metrics)."""
     out = [_clean(r) for r in rows]
     if kind == "watch":
         threshold = params.stall_threshold_rtt * base_rtt_ms
-        out += watch_rows(rows, params.streams, base_rtt_ms, threshold)
+        out += watch_rows(rows, params.streams, base_rtt_ms, threshold, drops)
     elif kind == "k8s_mix" and params.watches > 0:
-        out += watch_rows(rows, params.watches, base_rtt_ms, None)
+        out += watch_rows(rows, params.watches, base_rtt_ms, None, drops)
     if kind in ("rpc_under_load", "k8s_mix"):
         out += rpc_rows(rows, base_rtt_ms)
     if kind in ("bulk", "multiplex", "rpc_under_load"):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import overload
+from typing import Literal, overload
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+
+from lab.link.spec import PURE_ACK_MAX_BYTES
 
 ArrayLike = npt.ArrayLike
 FloatOrArray = float | npt.NDArray[np.float64]
@@ -137,10 +139,11 @@ def cpu_bound(
     return bool(np.any(values / wall_seconds > limit))
 
 
-# --- watch / HOL blocking -----------------------------------------------------------------
+# --- watch: latency, excess, stalls --------------------------------------------------------
 @dataclass(frozen=True)
 class WatchMetrics:
-    """HOL-blocking aggregates of one watch run (one cell, repetition and protocol)."""
+    """Latency aggregates of one watch run (one cell, repetition and protocol); the HOL
+    blocking itself is measured per loss (`hol_losses`)."""
 
     n_streams: int  # N, the streams opened (not only those that delivered events)
     n_events: int
@@ -148,7 +151,6 @@ class WatchMetrics:
     threshold_ms: float  # an event is stalled when its excess exceeds this
     min_latency_ms: float  # the cell's minimum event latency (excess = latency − this)
     stalled_fraction: float  # n_stalled / n_events
-    hol_spread: float  # mean over stalled events of (overlapping stalled streams) / N; 0 if none
     excess_p50_ms: float
     excess_p95_ms: float
     excess_p99_ms: float
@@ -157,7 +159,6 @@ class WatchMetrics:
     def aggregate_rows(self) -> list[tuple[str, float, str]]:
         """(metric, value, unit) rows as samples.parquet names them."""
         return [
-            ("hol_spread", self.hol_spread, "fraction"),
             ("stalled_fraction", self.stalled_fraction, "fraction"),
             ("excess_p50_ms", self.excess_p50_ms, "ms"),
             ("excess_p95_ms", self.excess_p95_ms, "ms"),
@@ -172,19 +173,15 @@ def watch_metrics(
     base_rtt_ms: float,
     threshold_ms: float | None = None,
 ) -> tuple[WatchMetrics, pd.DataFrame]:
-    """HOL blocking from watch events.
+    """Event latency, excess and stalls from watch events.
 
     `events`: one row per event, columns stream, seq, sent_ns, received_ns (one host clock).
     Event latency = received − sent; excess = latency − the minimum latency of all `events`
-    passed (the cell); stalled when excess > `threshold_ms` (default ½ `base_rtt_ms`). For
-    each stalled event, the distinct streams (its own included) having a stalled event whose
-    closed [sent, received] interval overlaps its own are counted; HOL spread = mean of that
-    count ÷ `n_streams` — 0.0 when nothing stalled. Excess percentiles use linear
-    interpolation over all events.
+    passed (the cell); stalled when excess > `threshold_ms` (default ½ `base_rtt_ms`). Excess
+    percentiles use linear interpolation over all events.
 
     Returns the aggregates and a per-event frame (same index and order as `events`) with the
-    added columns latency_ms, excess_ms, stalled (bool) and overlap_streams (0 when not
-    stalled). Cost: O(E log E) per stream with stalled events.
+    added columns latency_ms, excess_ms and stalled (bool) — the input of `hol_losses`.
     """
     missing = [c for c in WATCH_COLUMNS if c not in events.columns]
     if missing:
@@ -197,23 +194,17 @@ def watch_metrics(
     if threshold < 0:
         raise ValueError("threshold_ms must be ≥ 0")
 
-    stream = events["stream"].to_numpy()
     sent = events["sent_ns"].to_numpy(dtype=np.int64)
     received = events["received_ns"].to_numpy(dtype=np.int64)
     latency = _duration_ms(sent, received, "event latency")
-    distinct = pd.unique(stream)
+    distinct = pd.unique(events["stream"].to_numpy())
     if len(distinct) > n_streams:
         raise ValueError(f"events on {len(distinct)} streams but n_streams={n_streams}")
 
     min_latency = float(latency.min())
     excess = latency - min_latency
     stalled = excess > threshold
-    overlap = overlapping_streams(stream[stalled], sent[stalled], received[stalled])
-    overlap_all = np.zeros(len(events), dtype=np.int64)
-    overlap_all[stalled] = overlap
-
     n_stalled = int(stalled.sum())
-    spread = float(overlap.mean() / n_streams) if n_stalled else 0.0
     pct = np.percentile(excess, [p for _, p in EXCESS_PERCENTILES])
     metrics = WatchMetrics(
         n_streams=int(n_streams),
@@ -222,16 +213,259 @@ def watch_metrics(
         threshold_ms=threshold,
         min_latency_ms=min_latency,
         stalled_fraction=n_stalled / len(events),
-        hol_spread=spread,
         excess_p50_ms=float(pct[0]),
         excess_p95_ms=float(pct[1]),
         excess_p99_ms=float(pct[2]),
         excess_p999_ms=float(pct[3]),
     )
-    per_event = events.assign(
-        latency_ms=latency, excess_ms=excess, stalled=stalled, overlap_streams=overlap_all
-    )
+    per_event = events.assign(latency_ms=latency, excess_ms=excess, stalled=stalled)
     return metrics, per_event
+
+
+# --- HOL blocking, anchored on losses --------------------------------------------------------
+DROP_COLUMNS: tuple[str, ...] = ("time_ns", "direction", "ip_proto", "length")
+DATA_IP_PROTOS: tuple[int, ...] = (6, 17)  # TCP, UDP (QUIC)
+CARRIER_LEAD_MS = 5.0  # a dropped packet's bytes were written at most this long before it
+HOL_BOOTSTRAP = 2000  # resamples of the losses for hol_spread's interval
+HOL_CONFIDENCE = 0.95
+LossStatus = Literal["counted", "unexposed", "overlapping"]
+"""What became of a data drop: "counted" in hol_spread; "unexposed": no watch event was exposed
+to it; "overlapping": its recovery window overlaps another drop's, so its stalls cannot be told
+apart from that one's."""
+LOSS_COLUMNS: tuple[str, ...] = (
+    "time_ns",
+    "exposed",
+    "stalled",
+    "blast_radius",
+    "collateral_ms",
+    "lossy_stream",
+    "end_ns",
+    "status",
+)
+
+
+def loss_horizon_ms(base_rtt_ms: float, threshold_ms: float) -> float:
+    """How long after a drop (ms) an event sent is exposed to it: base RTT − threshold.
+
+    A lost packet is repaired no sooner than one base RTT after the drop (the ack of a later
+    packet must come back first), so an event sent x ms after the drop that waits for the
+    repair has excess ≥ base RTT − x: it is held past the threshold whenever x < this horizon.
+    ValueError when the threshold is not below the base RTT (no event could be shown to wait).
+    """
+    horizon = base_rtt_ms - threshold_ms
+    if horizon <= 0:
+        raise ValueError(
+            f"the stall threshold ({threshold_ms:g} ms) must be below the base RTT "
+            f"({base_rtt_ms:g} ms) for loss-anchored HOL metrics"
+        )
+    return horizon
+
+
+def data_drop_times(drops: pd.DataFrame) -> npt.NDArray[np.int64]:
+    """Sorted times (CLOCK_MONOTONIC ns) of the drops that can block watch data: server → client
+    (`downlink`), TCP or UDP, longer than PURE_ACK_MAX_BYTES (a pure ACK carries no data)."""
+    missing = [c for c in DROP_COLUMNS if c not in drops.columns]
+    if missing:
+        raise ValueError(f"drop log lacks column(s) {missing}")
+    keep = (
+        (drops["direction"] == "downlink")
+        & drops["ip_proto"].isin(DATA_IP_PROTOS)
+        & (drops["length"] > PURE_ACK_MAX_BYTES)
+    )
+    return np.sort(drops.loc[keep, "time_ns"].to_numpy(dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class HolLosses:
+    """Loss-anchored HOL blocking of one watch run (docs/metrics.md, "HOL blocking").
+
+    hol_spread = mean blast radius (stalled ÷ exposed streams) over the counted losses, with a
+    percentile-bootstrap interval over them; NaN fields when no loss was counted."""
+
+    n_losses: int  # counted: exposed, and their recovery window overlaps no other
+    n_unexposed: int
+    n_overlapping: int
+    horizon_ms: float
+    lead_ms: float
+    hol_spread: float
+    hol_spread_low: float
+    hol_spread_high: float
+    exposed_mean: float  # streams exposed per counted loss
+    stalled_mean: float  # streams stalled per counted loss (≈ 1 without HOL blocking)
+    collateral_ms: float  # mean over counted losses of the other streams' stalled excess (ms)
+
+    def aggregate_rows(self) -> list[tuple[str, float, str]]:
+        """(metric, value, unit) rows as samples.parquet names them; the spread and means only
+        when some loss was counted."""
+        rows = [
+            ("hol_losses", float(self.n_losses), "count"),
+            ("hol_losses_unexposed", float(self.n_unexposed), "count"),
+            ("hol_losses_overlapping", float(self.n_overlapping), "count"),
+        ]
+        if self.n_losses:
+            rows += [
+                ("hol_spread", self.hol_spread, "fraction"),
+                ("hol_spread_low", self.hol_spread_low, "fraction"),
+                ("hol_spread_high", self.hol_spread_high, "fraction"),
+                ("hol_exposed_mean", self.exposed_mean, "count"),
+                ("hol_stalled_mean", self.stalled_mean, "count"),
+                ("hol_collateral_ms", self.collateral_ms, "ms"),
+            ]
+        return rows
+
+
+def hol_losses(
+    per_event: pd.DataFrame,
+    drop_times_ns: ArrayLike,
+    *,
+    base_rtt_ms: float,
+    threshold_ms: float,
+    lead_ms: float = CARRIER_LEAD_MS,
+    n_boot: int = HOL_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[HolLosses, pd.DataFrame]:
+    """HOL blocking per loss, from `watch_metrics`' per-event frame (stream, sent_ns,
+    received_ns, excess_ms, stalled) and the data drops' times (`data_drop_times`), all ns of
+    one host clock. `threshold_ms` is the one `watch_metrics` used.
+
+    For a drop at t (H = `loss_horizon_ms`, L = `lead_ms`):
+    - exposed events: every event sent in (t, t + H], and the events sent in [t − L, t] that
+      stalled (the dropped packet's own data was written just before the drop; an event from
+      then that was not delayed had passed before the lost packet);
+    - exposed / stalled streams: the distinct streams of the exposed / exposed and stalled
+      events; blast radius = stalled ÷ exposed;
+    - lossy stream: the stream of the earliest stalled event sent in [t − L, t] (none when
+      none stalled); collateral delay = the summed excess (ms) of the stalled exposed events
+      of every other stream;
+    - recovery window: [t, end], end = the latest receive time of its stalled exposed events,
+      at least t + H. Drops whose recovery windows overlap are all "overlapping"; the others
+      with no exposed event are "unexposed"; the rest are "counted".
+    Drops outside [first event sent − L, last event received] are not this watch's and are
+    left out. The interval is a percentile bootstrap of the mean over the counted losses
+    (`n_boot` resamples from `seed`: the same input gives the same interval).
+
+    Returns the aggregates and one row per drop considered (LOSS_COLUMNS, time order).
+    """
+    horizon_ms = loss_horizon_ms(base_rtt_ms, threshold_ms)
+    if lead_ms < 0:
+        raise ValueError("lead_ms must be ≥ 0")
+    sent = per_event["sent_ns"].to_numpy(dtype=np.int64)
+    received = per_event["received_ns"].to_numpy(dtype=np.int64)
+    stream = per_event["stream"].to_numpy()
+    excess = per_event["excess_ms"].to_numpy(dtype=np.float64)
+    stalled = per_event["stalled"].to_numpy(dtype=bool)
+    lead_ns, horizon_ns = round(lead_ms * 1e6), round(horizon_ms * 1e6)
+    drops = np.sort(np.asarray(drop_times_ns, dtype=np.int64))
+    if len(sent):
+        drops = drops[(drops >= sent.min() - lead_ns) & (drops <= received.max())]
+    else:
+        drops = drops[:0]
+
+    order = np.argsort(sent, kind="stable")
+    by_sent = sent[order]
+    rows = []
+    for t in drops.tolist():
+        lo = int(np.searchsorted(by_sent, t - lead_ns, side="left"))
+        mid, hi = np.searchsorted(by_sent, [t, t + horizon_ns], side="right")
+        lead = order[lo:mid]
+        lead = lead[stalled[lead]]
+        exposed_idx = np.concatenate([lead, order[mid:hi]])
+        hit = exposed_idx[stalled[exposed_idx]]
+        lossy = stream[lead[0]] if len(lead) else None
+        other = hit if lossy is None else hit[stream[hit] != lossy]
+        end = max(t + horizon_ns, int(received[hit].max()) if len(hit) else t)
+        n_exposed = len(pd.unique(stream[exposed_idx]))
+        n_stalled = len(pd.unique(stream[hit]))
+        rows.append(
+            (
+                t,
+                n_exposed,
+                n_stalled,
+                n_stalled / n_exposed if n_exposed else np.nan,
+                float(excess[other].sum()),
+                lossy,
+                end,
+                "counted" if n_exposed else "unexposed",
+            )
+        )
+    table = pd.DataFrame(rows, columns=list(LOSS_COLUMNS))
+    table["lossy_stream"] = table["lossy_stream"].astype("Int64")
+    table.loc[_overlapping(table["time_ns"], table["end_ns"]), "status"] = "overlapping"
+
+    counted = table[table["status"] == "counted"]
+    radii = counted["blast_radius"].to_numpy(dtype=np.float64)
+    low, high = mean_interval(radii, n_boot=n_boot, seed=seed)
+    summary = HolLosses(
+        n_losses=len(counted),
+        n_unexposed=int((table["status"] == "unexposed").sum()),
+        n_overlapping=int((table["status"] == "overlapping").sum()),
+        horizon_ms=horizon_ms,
+        lead_ms=float(lead_ms),
+        hol_spread=float(radii.mean()) if len(radii) else np.nan,
+        hol_spread_low=low,
+        hol_spread_high=high,
+        exposed_mean=float(counted["exposed"].mean()) if len(radii) else np.nan,
+        stalled_mean=float(counted["stalled"].mean()) if len(radii) else np.nan,
+        collateral_ms=float(counted["collateral_ms"].mean()) if len(radii) else np.nan,
+    )
+    return summary, table
+
+
+def _overlapping(start_ns: pd.Series, end_ns: pd.Series) -> npt.NDArray[np.bool_]:
+    """Which of the windows [start, end] (sorted by start) intersect another one.
+
+    A window that starts after every earlier window has ended begins a new cluster; each window
+    of a cluster of two or more intersects one of the others."""
+    start = start_ns.to_numpy(dtype=np.int64)
+    end = end_ns.to_numpy(dtype=np.int64)
+    if len(start) < 2:
+        return np.zeros(len(start), dtype=bool)
+    reach = np.maximum.accumulate(end)  # the latest end among the windows so far
+    new = np.concatenate([[True], start[1:] > reach[:-1]])
+    cluster = np.cumsum(new)
+    sizes = np.bincount(cluster)
+    return np.asarray(sizes[cluster] > 1)
+
+
+def mean_interval(
+    values: ArrayLike,
+    *,
+    n_boot: int = HOL_BOOTSTRAP,
+    seed: int = 0,
+    confidence: float = HOL_CONFIDENCE,
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval (low, high) of the mean of `values`: `n_boot` resamples
+    with replacement from numpy's generator seeded with `seed`. (NaN, NaN) when empty; one
+    value gives a zero-width interval."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, 1_000_000 // x.size)  # bounded memory for long runs
+    for a in range(0, n_boot, chunk):
+        b = min(n_boot, a + chunk)
+        means[a:b] = x[rng.integers(0, x.size, (b - a, x.size))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+# --- the schema-1 HOL spread (kept to compare old runs with new ones) ----------------------
+def overlap_spread(per_event: pd.DataFrame, n_streams: int) -> float:
+    """The `hol_spread` of results schema 1, no longer written: for each stalled event, the
+    distinct streams with a stalled event whose [sent, received] overlaps its own, ÷
+    `n_streams`, averaged; 0.0 when nothing stalled. It moves with the probe's interval (a
+    stall shorter than the interval catches only some streams' events)."""
+    stalled = per_event["stalled"].to_numpy(dtype=bool)
+    if not stalled.any():
+        return 0.0
+    overlap = overlapping_streams(
+        per_event["stream"].to_numpy()[stalled],
+        per_event["sent_ns"].to_numpy(dtype=np.int64)[stalled],
+        per_event["received_ns"].to_numpy(dtype=np.int64)[stalled],
+    )
+    return float(overlap.mean() / n_streams)
 
 
 def overlapping_streams(

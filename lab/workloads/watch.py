@@ -6,8 +6,10 @@ written. The client splits each response body into lines (a chunk may hold sever
 part of one) and stamps each line with the arrival time of the chunk that *completed* it.
 
 Rows: one `event_latency_ms` per event (stream = the watch's index 0..N-1) with the raw
-`seq`, `sent_ns`, `received_ns`; `lab.workloads.aggregate` adds `event_excess_ms` and the HOL
-aggregates (hol_spread, stalled_fraction, excess percentiles).
+`seq`, `sent_ns`, `received_ns`. The agent ships them to the runner, which, once the emulator has
+stopped, meets them with its drop log (same clock) in `lab.workloads.aggregate`: that adds
+`event_excess_ms`, stalled_fraction and the excess percentiles, and the loss-anchored HOL metrics
+(hol_spread = mean blast radius per loss, hol_losses, …; docs/metrics.md).
 """
 
 from __future__ import annotations
