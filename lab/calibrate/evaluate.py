@@ -42,6 +42,7 @@ from lab.link.spec import (
     DirectionSpec,
     DropListLoss,
     GilbertElliottLoss,
+    IsolatedLoss,
     LinkSpec,
     ReorderSpec,
 )
@@ -169,6 +170,8 @@ def _loss_conf(spec: DirectionSpec) -> str:
         return f"gilbert_elliott, mean {100 * loss.mean_loss:.3g} %"
     if isinstance(loss, DropListLoss):
         return f"drop_list {len(loss.packets)} packets"
+    if isinstance(loss, IsolatedLoss):
+        return f"isolated every {loss.every_ms:g} ms (data packets only, not probes)"
     return "none"
 
 

@@ -18,6 +18,7 @@ from lab.link.spec import (
     DirectionSpec,
     DropListLoss,
     GilbertElliottLoss,
+    IsolatedLoss,
     LinkSpec,
     ReorderSpec,
 )
@@ -98,7 +99,8 @@ def loss_interval(
     """(lo, hi, method) for the number of lost packets out of `n` offered.
 
     bernoulli: binomial; none: exactly 0; drop_list: exactly the listed indices below `n`;
-    gilbert_elliott: the model's Monte Carlo quantiles (`sims` over the same schedule)."""
+    gilbert_elliott: the model's Monte Carlo quantiles (`sims` over the same schedule);
+    isolated: exactly 0 (it drops only data packets, and probes are smaller than those)."""
     loss = spec.loss
     if isinstance(loss, BernoulliLoss):
         return (*binomial_interval(n, loss.rate, level), "binomial")
@@ -109,4 +111,6 @@ def loss_interval(
         if not sims:
             raise ValueError("gilbert_elliott loss needs Monte Carlo runs of the model")
         return (*mc_interval([s.lost for s in sims], level), "model Monte Carlo")
+    if isinstance(loss, IsolatedLoss):
+        return 0, 0, "isolated: probes are not data packets"
     return 0, 0, "none"

@@ -7,7 +7,7 @@ uplink = client → server, downlink = server → client.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -113,10 +113,12 @@ class IsolatedLoss(StrictModel):
     position_jitter: Probability = 0.5  # fraction of every_ms over which a position varies
 
 
-LossSpec = Annotated[
-    NoLoss | BernoulliLoss | GilbertElliottLoss | DropListLoss | IsolatedLoss,
-    Field(discriminator="model"),
-]
+LossModel = NoLoss | BernoulliLoss | GilbertElliottLoss | DropListLoss | IsolatedLoss
+LossSpec = Annotated[LossModel, Field(discriminator="model")]
+# the `model:` names, e.g. ("none", "bernoulli", …), in the order of LossModel
+LOSS_MODELS: tuple[str, ...] = tuple(
+    get_args(cls.model_fields["model"].annotation)[0] for cls in get_args(LossModel)
+)
 
 
 # --- queue --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lab.errors import ScenarioError
+from lab.link.spec import LOSS_MODELS
 from lab.scenario.limits import MAX_FILE_BYTES, MAX_PAIRS
 from lab.scenario.matrix import _axis_targets, _cell_docs, _related
 from lab.scenario.models import Scenario
@@ -62,8 +63,7 @@ def _doc_path(doc: Any, loc: Sequence[Hashable]) -> tuple[list[Hashable], list[H
 
 
 def _looks_like_tag(el: str) -> bool:
-    loss_models = ("none", "bernoulli", "gilbert_elliott", "drop_list")
-    return "[" in el or el[:1].isupper() or el in WORKLOAD_KINDS or el in loss_models
+    return "[" in el or el[:1].isupper() or el in WORKLOAD_KINDS or el in LOSS_MODELS
 
 
 def _reason(err: Any) -> str:
