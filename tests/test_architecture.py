@@ -30,8 +30,9 @@ LAYERS: dict[str, int] = {
     "calibrate": 7,
     "doctor": 7,
     "k8s": 7,
+    "conform": 7,  # may start servers in the lab's namespaces through lab.run / lab.net
     "cli": 8,
-    "vm": 8,  # runs `lab …` inside a user-mode-linux guest, as a process
+    "vm": 7,  # runs `lab …` inside a user-mode-linux guest, as a process (the CLI calls it)
     "__main__": 9,
 }
 TOP_LEVEL_MODULES = {"__init__.py", "__main__.py", "cli.py", "doctor.py", "errors.py"}
