@@ -5,7 +5,7 @@ the emulator (`lab calibrate --impair emulator`, on the host) against tc netem (
 tolerances, and whether the two agree (delay p50 within 0.5 ms, loss inside each other's 99 %
 binomial interval, UDP rate within ±5 %). Needs root and user-mode-linux; ~1 min per spec.
 
-    python3 benchmarks/bench_backends.py [--ci] [--probes N] [--json FILE]
+    python3 benchmarks/bench_backends.py [--ci] [--only NAME …] [--probes N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -46,10 +46,13 @@ def configured(link: dict[str, Any], direction: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ci", action="store_true", help="only the specs marked ci: true")
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these specs")
     ap.add_argument("--probes", type=int, default=2000)
     ap.add_argument("--json", type=Path, default=None, help="also keep the raw results here")
     opts = ap.parse_args()
     specs = [s for s in yaml.safe_load(SPECS.read_text()) if s.get("ci") or not opts.ci]
+    if opts.only:
+        specs = [s for s in specs if s["name"] in opts.only]
     rows, raw, all_ok = [], {}, True
     for spec in specs:
         t0 = time.monotonic()

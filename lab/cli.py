@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -682,6 +683,36 @@ def _cmd_vm(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+# --- compose ------------------------------------------------------------------------------
+def _add_compose(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compose",
+        help="run a scenario in docker-compose.yml's client/router/server containers (netem)",
+    )
+    csub = p.add_subparsers(dest="compose_command", required=True, metavar="COMMAND")
+    r = csub.add_parser("run", help="the scenario through the three services into results/")
+    r.add_argument("scenario", help="scenario YAML file")
+    r.add_argument("--out", type=Path, default=Path("results"), help="results root (results/)")
+    r.add_argument(
+        "--build",
+        action="store_true",
+        help="build the Dockerfile's image (needs a registry); default: inside lab vm the "
+        "offline skeleton image with the host's tools bind-mounted",
+    )
+    p.set_defaults(handler=_cmd_compose)
+
+
+def _cmd_compose(args: argparse.Namespace) -> int:
+    from lab.vm.compose import run as compose_run  # deferred: heavy imports (runner, pandas)
+
+    hostroot = not args.build and os.environ.get("LAB_VM") == "1"
+    path, errors = compose_run(args.scenario, args.out, hostroot=hostroot)
+    print(path)
+    if errors:
+        print(f"lab compose: {errors} error(s), see {path / 'errors.json'}", file=sys.stderr)
+    return 1 if errors else 0
+
+
 # --- conform ------------------------------------------------------------------------------
 def _add_conform(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -728,10 +759,11 @@ def _cmd_conform(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise BadInput(str(e)) from None
     link = load_link(args.link) if args.link is not None else None
-    if args.server is not None:
-        target = ServerTarget(args.server, link=link, seed=args.seed, keep=args.artifacts)
-    else:
-        target = UrlTarget(args.target, ca_file=args.ca, insecure=args.insecure)
+    target: ServerTarget | UrlTarget = (
+        ServerTarget(args.server, link=link, seed=args.seed, keep=args.artifacts)
+        if args.server is not None
+        else UrlTarget(args.target, ca_file=args.ca, insecure=args.insecure)
+    )
     console = Console(width=None if sys.stdout.isatty() else 200)
     log = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
     with target:
@@ -769,6 +801,7 @@ _SUBCOMMANDS = (
     _add_merge,
     _add_k8s,
     _add_vm,
+    _add_compose,
     _add_conform,
 )
 

@@ -21,7 +21,7 @@ import yaml
 from lab.errors import HostNotCapable
 from lab.vm.boot import GuestLayout, init_script, kernel_cmdline, stage2_script, unsafe_path
 from lab.vm.console import ConsoleFilter, end_marker, start_marker
-from lab.vm.crosscheck import agreements, wilson_interval
+from lab.vm.crosscheck import agreements, design_effect, wilson_interval
 from lab.vm.host import results_shares, run_in_guest
 from lab.vm.kernel import UmlKernel, find_kernel
 from lab.vm.shim import host_needs_shim
@@ -94,6 +94,26 @@ def test_wilson_interval_holds_its_estimate_and_agreement_can_fail() -> None:
     b = {"probes": {"uplink": far, "downlink": probe}, "flows": []}
     bad = [(x.what, x.direction) for x in agreements(a, b) if not x.ok]
     assert bad == [("delay p50", "uplink"), ("loss", "uplink")]
+
+
+def test_bursty_loss_widens_the_loss_interval_only_for_gilbert_elliott() -> None:
+    ge = {"model": "gilbert_elliott", "p": 0.01, "r": 0.25, "h": 0.0, "k": 1.0}
+    assert design_effect(ge) == pytest.approx(1.74 / 0.26)
+    assert design_effect({"model": "bernoulli", "rate": 0.05}) == 1.0 and design_effect(None) == 1.0
+
+    def result(lost: int, loss: dict) -> dict:
+        probe = {"lost": lost, "offered": 2000, "owd_ms": {"p50": 10.0, "p5": 10, "p95": 10}}
+        link = {d: {"loss": loss} for d in ("uplink", "downlink")}
+        return {"probes": {"uplink": probe, "downlink": probe}, "flows": [], "link": link}
+
+    def loss_ok(a: dict, b: dict) -> bool:
+        return all(x.ok for x in agreements(a, b) if x.what == "loss")
+
+    # 2.05 % against 2.95 % (a measured pair): bursts of mean length 4 make that agreement
+    assert loss_ok(result(41, ge), result(59, ge))
+    bern = {"model": "bernoulli", "rate": 0.025}
+    assert not loss_ok(result(41, bern), result(59, bern))  # independent losses: too far apart
+    assert not loss_ok(result(41, ge), result(120, ge))  # 2 % against 6 %: still disagree
 
 
 # --- real guests --------------------------------------------------------------------------

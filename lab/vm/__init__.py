@@ -11,4 +11,6 @@ written back to the host through read-write hostfs mounts (docs/vm.md).
 - `console` splits the guest console into boot noise and the command's output (pure)
 - `guest`   the agent inside the guest: runs the command, forwards output, Ctrl-C, exit code
 - `host`    boots a guest for one command and always stops it again
+- `compose` `lab compose run`: a scenario through docker-compose.yml's three containers
+- `crosscheck`, `crossrun` the cross-validation of the emulator against tc netem
 """

@@ -1,43 +1,67 @@
-"""The three containers of docker-compose.yml (client ⇄ router ⇄ server), for real.
+"""The three containers of docker-compose.yml (client ⇄ router ⇄ server) running a scenario.
 
-    python -m lab.vm.compose router SCENARIO OUT   # in the router container (NET_ADMIN)
-    python -m lab.vm.compose client OUT            # in the client container
-    python -m lab.vm.compose check SCENARIO OUT    # on a Docker host (the lab vm guest)
+    lab compose run SCENARIO [--out DIR]          # on a Docker host, as root (or in lab vm)
+    python -m lab.vm.compose router SCENARIO OUT [CELL]   # in the router container (NET_ADMIN)
+    python -m lab.vm.compose client OUT           # in the client container
 
-`router` applies the scenario's first cell's link with tc netem on its two interfaces (uplink on
-the server side, downlink on the client side) and keeps `tc -s` counters in OUT/router.json.
-`client` fetches over h2 and h3 through the router and writes OUT/client.json. `check` is the
-whole test: start dockerd (iptables' legacy backend: UML has no nftables), `docker import` the
-offline image, `docker-compose up`, route client and server through the router (set from the
-Docker host, so that neither container needs NET_ADMIN), run the client, collect, tear down.
+`run` (the host side): `prepare` the run directory as `lab run --impair netem` does, then per
+(cell, repetition): write the cell's scenario, agent configs and the lab's certificates into a
+work directory mounted as /results in the containers, `docker-compose up` — the server runs
+`lab serve`, the router applies the cell's link with tc netem on its two interfaces (uplink on the
+server side, downlink on the client side; OUT/router.json: the tc lines and `tc -s` counters) —,
+route client and server through the router (set from the Docker host, so that neither container
+needs NET_ADMIN), let the client run the cell's agents (`python -m lab.run.agent`, one per
+protocol, in the runner's order), collect their results with `cell_frame` into the RunWriter,
+record the tc lines really applied and the counters in run.json (`impairment.applied`), tear down.
 
-Offline image: a skeleton root (empty mount points) imported with `docker import`; the host's
-/usr, /etc and python prefix are bind-mounted read-only into it by a generated compose override
-(docs/vm.md, "Containers"). Where a registry is reachable, the Dockerfile builds a real image.
+Without a Docker engine running (the lab vm guest), `run` starts dockerd itself (iptables' legacy
+backend: UML has no nftables) and runs the services on an offline image: a skeleton root (empty
+mount points) imported with `docker import`, the host's /usr, /etc and python prefix bind-mounted
+read-only by a generated compose override (docs/vm.md, "Containers"). With a registry, the
+Dockerfile builds a real image (`docker-compose build`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import trio
+import pandas as pd
 
-from lab.http.fetch import fetch
+from lab.errors import HostNotCapable, RunError, RunSetupError
+from lab.http.tls import ensure_certs
 from lab.link.netem import netem_commands, netem_not_expressed
+from lab.peers import registry
+from lab.run.collect import cell_frame
+from lab.run.plan import effective_rate, protocol_order
+from lab.run.records import CellOutcome, cell_key, cell_record
+from lab.run.runner import RunOptions, prepare
+from lab.run.stack import agent_config, cell_stack, reference_serve_args
 from lab.scenario.load import load_scenario
 from lab.scenario.matrix import expand_cells
+from lab.scenario.models import Cell
+from lab.workloads import estimate_s
 
 CLIENT_NET = ("192.0.2.0/24", "192.0.2.1", "192.0.2.2")  # subnet, router, client (RFC 5737)
 SERVER_NET = ("198.51.100.0/24", "198.51.100.1", "198.51.100.2")  # subnet, router, server
 SERVER_PORT = 8443
 IMAGE = "lab-hostroot:latest"
+PROJECT = "labcompose"
+WORK_IN_CONTAINER = "/results"  # where the containers see the host's work directory
+AGENT_TIMEOUT_FACTOR = 4.0
+CLIENT_WAIT_S = 120.0  # for the routes through the router
 SKELETON_DIRS = (
     "bin",
     "dev",
@@ -60,7 +84,7 @@ SKELETON_DIRS = (
 def _sh(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
     p = subprocess.run(argv, capture_output=True, text=True, check=False)
     if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {p.stderr.strip() or p.stdout.strip()}")
+        raise RunError(f"{' '.join(argv)}: {p.stderr.strip() or p.stdout.strip()}")
     return p
 
 
@@ -69,7 +93,7 @@ def _dev_with(address: str) -> str:
     for entry in json.loads(_sh(["ip", "-j", "-4", "addr", "show"]).stdout):
         if any(a.get("local") == address for a in entry.get("addr_info", [])):
             return str(entry["ifname"])
-    raise RuntimeError(f"no interface with {address}")
+    raise RunError(f"no interface with {address}")
 
 
 def qdisc_stats(dev: str) -> list[dict[str, Any]]:
@@ -77,9 +101,12 @@ def qdisc_stats(dev: str) -> list[dict[str, Any]]:
     return list(json.loads(_sh(["tc", "-s", "-j", "qdisc", "show", "dev", dev]).stdout or "[]"))
 
 
-def router(scenario_file: str, out: Path) -> None:
-    """Apply the link, then refresh OUT/router.json with the counters until stopped."""
-    cell = expand_cells(load_scenario(scenario_file))[0]
+# --- inside the containers ----------------------------------------------------------------
+def router(scenario_file: str, out: Path, cell_id: str | None = None) -> None:
+    """Apply the link of cell `cell_id` (default: the first), then refresh OUT/router.json
+    with the tc lines and counters every second until stopped."""
+    cells = expand_cells(load_scenario(scenario_file))
+    cell = next((c for c in cells if c.id == cell_id), cells[0]) if cell_id else cells[0]
     up, down = _dev_with(SERVER_NET[1]), _dev_with(CLIENT_NET[1])
     for dev in (up, down):  # no super-packets: one netem decision per MTU-sized packet
         _sh(["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"], check=False)
@@ -87,7 +114,7 @@ def router(scenario_file: str, out: Path) -> None:
     for argv in cmds:
         _sh(argv)
     out.mkdir(parents=True, exist_ok=True)
-    record = {
+    record: dict[str, Any] = {
         "cell": cell.id,
         "link": cell.link.model_dump(mode="json"),
         "tc": [" ".join(c) for c in cmds],
@@ -101,37 +128,26 @@ def router(scenario_file: str, out: Path) -> None:
         time.sleep(1.0)
 
 
-def client(out: Path, count: int = 5, wait_s: float = 120.0) -> None:
+def client(out: Path, wait_s: float = CLIENT_WAIT_S) -> int:
     """Once the Docker host has routed this container through the router (OUT/routes.ready),
-    `count` fetches of /bytes/1000 over h2, then over h3; TTFB and total in ms per request."""
+    run the agents of OUT/agents.json one after the other (`python -m lab.run.agent`); the
+    first non-zero exit code, else 0."""
     deadline = time.monotonic() + wait_s
     while not (out / "routes.ready").exists():
         if time.monotonic() > deadline:
-            raise RuntimeError("no routes through the router (routes.ready) in time")
+            raise RunError("no routes through the router (routes.ready) in time")
         time.sleep(0.2)
-    url = f"https://{SERVER_NET[2]}:{SERVER_PORT}/bytes/1000"
-    samples: dict[str, list[dict[str, Any]]] = {}
-    for protocol in ("h2", "h3"):
-        rows = []
-        for _ in range(count):
-            reports = trio.run(lambda p=protocol: fetch(url, protocol=p, count=1))
-            for rep in reports:
-                t0 = rep.timings.connect_start_ns
-                for r in rep.responses:
-                    first = r.first_byte_ns if r.first_byte_ns is not None else r.end_ns
-                    rows.append(
-                        {
-                            "status": r.status,
-                            "ttfb_ms": (first - t0) / 1e6,
-                            "total_ms": (r.end_ns - t0) / 1e6,
-                        }
-                    )
-        samples[protocol] = rows
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "client.json").write_text(json.dumps(samples, indent=1))
+    rc = 0
+    for config in json.loads((out / "agents.json").read_text()):
+        log = out / (Path(config).stem + ".log")
+        with log.open("wb") as f:
+            argv = [sys.executable, "-m", "lab.run.agent", "--config", config]
+            code = subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+        rc = rc or code
+    return rc
 
 
-# --- the Docker host side (check) ---------------------------------------------------------
+# --- the Docker host side ------------------------------------------------------------------
 def skeleton_tar() -> bytes:
     """A root file system of empty mount points, for `docker import`."""
     buf = io.BytesIO()
@@ -164,21 +180,6 @@ def hostroot_override(python: str, project: Path) -> str:
     return json.dumps(doc, indent=1)
 
 
-def _compose(project: Path, override: Path, *args: str) -> list[str]:
-    return [
-        "docker-compose",
-        "-p",
-        "labcompose",
-        "--project-directory",
-        str(project),
-        "-f",
-        str(project / "docker-compose.yml"),
-        "-f",
-        str(override),
-        *args,
-    ]
-
-
 def _pid(container: str) -> str:
     return _sh(["docker", "inspect", "-f", "{{.State.Pid}}", container]).stdout.strip()
 
@@ -192,8 +193,17 @@ def route_through_router(client_id: str, server_id: str) -> None:
         _sh(["nsenter", "-t", _pid(cid), "-n", "ip", "route", "replace", net, "via", via])
 
 
-def _start_dockerd(log: Path) -> subprocess.Popen[bytes]:
-    for tool in ("iptables", "ip6tables"):  # UML's kernel has no nf_tables: legacy iptables
+@contextlib.contextmanager
+def docker_engine(log: Path) -> Iterator[None]:
+    """A running dockerd: the host's, or (none running, as in the lab vm guest) one started
+    here with iptables' legacy backend (UML's kernel has no nf_tables) and the vfs storage
+    driver on a tmpfs, stopped again on the way out."""
+    if _sh(["docker", "info"], check=False).returncode == 0:
+        yield
+        return
+    if shutil.which("dockerd") is None:
+        raise HostNotCapable("no Docker engine running and no dockerd to start")
+    for tool in ("iptables", "ip6tables"):
         _sh(["update-alternatives", "--set", tool, f"/usr/sbin/{tool}-legacy"], check=False)
     Path("/var/lib/docker").mkdir(parents=True, exist_ok=True)
     _sh(["mount", "-t", "tmpfs", "-o", "size=512m", "labdocker", "/var/lib/docker"])
@@ -202,65 +212,210 @@ def _start_dockerd(log: Path) -> subprocess.Popen[bytes]:
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 90
-    while _sh(["docker", "info"], check=False).returncode != 0:
-        if time.monotonic() > deadline or dockerd.poll() is not None:
-            raise RuntimeError(f"dockerd did not start; {log}")
-        time.sleep(0.5)
-    return dockerd
-
-
-def check(scenario_file: str, out: Path) -> dict[str, Any]:
-    """The compose test on this Docker host (run as root in the lab vm guest): returns (and
-    writes to OUT/compose.json) the timings and what the three services did."""
-    project = Path(__file__).resolve().parents[2]
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    dockerd = _start_dockerd(Path("/tmp/dockerd.log"))
-    timings = {"dockerd_s": round(time.monotonic() - t0, 1)}
-    override = Path("/tmp/docker-compose.hostroot.yml")
-    override.write_text(hostroot_override(sys.executable, project))
-    env_argv = ["env", f"LAB_SCENARIO=/work/{Path(scenario_file)}", "LAB_RESULTS=" + str(out)]
     try:
-        subprocess.run(
-            ["docker", "import", "-", IMAGE], input=skeleton_tar(), check=True, capture_output=True
-        )
-        _sh([*env_argv, *_compose(project, override, "up", "-d")])
-        ids = {
-            s: _sh([*env_argv, *_compose(project, override, "ps", "-q", s)]).stdout.strip()
-            for s in ("client", "router", "server")
-        }
-        timings["up_s"] = round(time.monotonic() - t0, 1)
-        route_through_router(ids["client"], ids["server"])
-        (out / "routes.ready").touch()
-        code = _sh(["docker", "wait", ids["client"]]).stdout.strip()
-        time.sleep(1.5)  # the router's last counters
-        logs = {
-            s: _sh(["docker", "logs", "--tail", "20", i], check=False).stderr[-2000:]
-            for s, i in ids.items()
-        }
-        timings["wall_s"] = round(time.monotonic() - t0, 1)
-        result = {"client_exit": int(code), "services": ids, "timings": timings, "logs": logs}
-        (out / "compose.json").write_text(json.dumps(result, indent=1))
-        return result
+        deadline = time.monotonic() + 90
+        while _sh(["docker", "info"], check=False).returncode != 0:
+            if time.monotonic() > deadline or dockerd.poll() is not None:
+                raise RunError(f"dockerd did not start; {log}")
+            time.sleep(0.5)
+        yield
     finally:
-        _sh([*env_argv, *_compose(project, override, "down", "-t", "2")], check=False)
         dockerd.terminate()
         dockerd.wait(timeout=30)
+
+
+class Compose:
+    """docker-compose on this project's docker-compose.yml (plus the offline override), with
+    the run's work directory as the services' /results."""
+
+    def __init__(self, work: Path, hostroot: bool) -> None:
+        self.project = Path(__file__).resolve().parents[2]
+        self.work = work
+        self.files = [self.project / "docker-compose.yml"]
+        if hostroot:
+            override = work / "docker-compose.hostroot.yml"
+            override.write_text(hostroot_override(sys.executable, self.project))
+            self.files.append(override)
+
+    def argv(self, env: dict[str, str], *args: str) -> list[str]:
+        files = [a for f in self.files for a in ("-f", str(f))]
+        pre = ["env", *(f"{k}={v}" for k, v in {"LAB_RESULTS": str(self.work), **env}.items())]
+        base = ["docker-compose", "-p", PROJECT, "--project-directory", str(self.project)]
+        return [*pre, *base, *files, *args]
+
+    def image(self, hostroot: bool) -> None:
+        if hostroot:
+            subprocess.run(
+                ["docker", "import", "-", IMAGE],
+                input=skeleton_tar(),
+                check=True,
+                capture_output=True,
+            )
+        else:
+            _sh(self.argv({}, "build"))
+
+
+def _limit_s(cell: Cell) -> float:
+    """How long the client's agents may take (s), as the runner allows them, plus start-up."""
+    rate = effective_rate(cell)
+    per_protocol = sum(
+        AGENT_TIMEOUT_FACTOR * estimate_s(w, cell.link.base_rtt_ms, rate) + 25
+        for w in cell.workloads
+    )
+    return per_protocol * len(cell.scenario.protocols) + 60
+
+
+def _write_pair_files(work: Path, cell: Cell, repetition: int, implementation: str) -> list[str]:
+    """The agent configs of (cell, repetition) in the work directory; their container paths
+    in the runner's protocol order (also written to agents.json for the client)."""
+    impl = registry.get(implementation)
+    tag = f"{cell.id}-{repetition}"
+    configs = []
+    for protocol in protocol_order(cell.scenario.protocols, repetition):
+        cfg = agent_config(
+            cell,
+            None,
+            protocol=protocol,
+            host=SERVER_NET[2],
+            port=SERVER_PORT,
+            ca_file=f"{WORK_IN_CONTAINER}/tls/ca.pem",
+            early_data_header=impl.early_data_header,
+            out=f"{WORK_IN_CONTAINER}/{tag}-{protocol}.json",
+            timeout_factor=AGENT_TIMEOUT_FACTOR,
+        )
+        (work / f"{tag}-{protocol}-config.json").write_text(cfg.model_dump_json())
+        configs.append(f"{WORK_IN_CONTAINER}/{tag}-{protocol}-config.json")
+    (work / "agents.json").write_text(json.dumps(configs))
+    for stale in ("routes.ready", "router.json"):
+        (work / stale).unlink(missing_ok=True)
+    return configs
+
+
+def run_pair(
+    compose: Compose, cell: Cell, repetition: int, implementation: str
+) -> tuple[CellOutcome, list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    """One (cell, repetition) through the three services: (outcome, [(protocol, agent
+    result)], router.json); the services are always taken down again."""
+    out = CellOutcome(cell.id, repetition, ok=False, seed=cell.seed(repetition))
+    t0 = time.monotonic()
+    work = compose.work
+    configs = _write_pair_files(work, cell, repetition, implementation)
+    env = {
+        "LAB_SCENARIO": f"{WORK_IN_CONTAINER}/scenario.json",
+        "LAB_CELL": cell.id,
+        "LAB_SERVE_ARGS": " ".join(reference_serve_args(cell_stack(cell, None))),
+    }
+    try:
+        _sh(compose.argv(env, "up", "-d"))
+        ids = {
+            s: _sh(compose.argv(env, "ps", "-q", s)).stdout.strip()
+            for s in ("client", "router", "server")
+        }
+        route_through_router(ids["client"], ids["server"])
+        (work / "routes.ready").touch()
+        out.setup_s = time.monotonic() - t0
+        t_go = time.monotonic()
+        wait = subprocess.run(
+            ["docker", "wait", ids["client"]],
+            capture_output=True,
+            text=True,
+            timeout=_limit_s(cell),
+            check=False,
+        )
+        out.workload_s = time.monotonic() - t_go
+        time.sleep(1.5)  # the router's last counters
+        code = wait.stdout.strip()
+        if code != "0":
+            logs = _sh(["docker", "logs", "--tail", "20", ids["client"]], check=False)
+            raise RunError(f"the client container exited with {code}: {logs.stderr[-1500:]}")
+        results = []
+        for config in configs:
+            protocol = config.rsplit("-", 2)[-2]
+            result_file = work / f"{cell.id}-{repetition}-{protocol}.json"
+            results.append((protocol, json.loads(result_file.read_text())))
+        router_record = json.loads((work / "router.json").read_text())
+        out.ok = True
+        return out, results, router_record
+    finally:
+        td = time.monotonic()
+        _sh(compose.argv(env, "down", "-t", "2"), check=False)
+        out.teardown_s = time.monotonic() - td
+        out.wall_s = time.monotonic() - t0
+
+
+def run(scenario_file: str, out_dir: Path, *, hostroot: bool) -> tuple[Path, int]:
+    """`lab compose run`: the scenario through docker-compose.yml's three services into a
+    results directory under `out_dir` (as `lab run --impair netem` writes it); (its path, the
+    number of errors recorded). A failed pair is recorded in errors.json and the run goes on."""
+    scenario = load_scenario(scenario_file)
+    if scenario.server != "reference":
+        raise RunSetupError("lab compose runs the reference server only (server: reference)")
+    prep = prepare(scenario, scenario_file, RunOptions(backend="netem", out_dir=out_dir))
+    writer = prep.writer
+    t0 = time.monotonic()
+    workload = 0.0
+    with tempfile.TemporaryDirectory(prefix="lab-compose-") as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)
+        ensure_certs(work / "tls")
+        scenario_doc = scenario.model_dump(mode="json", exclude_unset=True)
+        (work / "scenario.json").write_text(json.dumps(scenario_doc))
+        with docker_engine(work / "dockerd.log"):
+            compose = Compose(work, hostroot)
+            compose.image(hostroot)
+            applied = dict(writer.meta["impairment"]["applied"])
+            for cell, repetition in prep.todo:
+                try:
+                    outcome, results, router_record = run_pair(
+                        compose, cell, repetition, scenario.server
+                    )
+                except (RunError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+                    msg = f"{type(e).__name__}: {e}"
+                    writer.record_error(cell.id, repetition, None, None, msg)
+                    continue
+                workload += outcome.workload_s
+                for protocol, result in results:
+                    frame, errors = cell_frame(
+                        cell, repetition, protocol, scenario.server, result, emulator=False
+                    )
+                    for kind, err in errors:
+                        outcome.errors.append(f"{protocol}/{kind}: {err}")
+                        writer.record_error(cell.id, repetition, protocol, kind, err)
+                    if len(frame):
+                        writer.append_samples(pd.concat([frame], ignore_index=True))
+                applied[cell.id] = {
+                    **applied[cell.id],
+                    "tc": router_record["tc"],
+                    "where": "router container (docker-compose.yml)",
+                    "qdiscs": router_record["qdiscs"],
+                }
+                runs = dict(writer.meta.get("cell_runs", {}))
+                earlier = runs.get(cell_key(outcome), {})
+                runs[cell_key(outcome)] = cell_record(outcome, earlier, datetime.now(UTC))
+                writer.meta["cell_runs"] = runs
+                writer.meta["impairment"] = {**writer.meta["impairment"], "applied": applied}
+                writer.mark_completed(cell.id, repetition)
+    wall = time.monotonic() - t0
+    overhead = max(0.0, wall - workload)
+    timing: dict[str, float | None] = {
+        "wall_s": round(wall, 3),
+        "workload_s": round(workload, 3),
+        "overhead_s": round(overhead, 3),
+        "overhead_fraction": round(overhead / wall, 4) if wall else None,
+    }
+    writer.update_meta(timing=timing, backend="netem")
+    writer.finish("complete")
+    return writer.path, len(writer.errors)
 
 
 def main(argv: list[str]) -> int:
     cmd, rest = argv[1], argv[2:]
     if cmd == "router":
-        router(rest[0], Path(rest[1]))
+        router(rest[0], Path(rest[1]), rest[2] if len(rest) > 2 and rest[2] else None)
     elif cmd == "client":
-        client(Path(rest[0]))
-    elif cmd == "check":
-        result = check(rest[0], Path(rest[1]))
-        print(json.dumps(result["timings"]))
-        return 0 if result["client_exit"] == 0 else 1
+        return client(Path(rest[0]))
     else:
-        print(f"unknown command {cmd!r} (router, client, check)", file=sys.stderr)
+        print(f"unknown command {cmd!r} (router, client)", file=sys.stderr)
         return 2
     return 0
 

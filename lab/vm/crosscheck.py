@@ -1,6 +1,7 @@
 """Do the two impairment backends agree? Compares two `lab calibrate --json` results of the
 same link (pure): one-way delay medians within 0.5 ms, each loss count inside the other's 99 %
-binomial interval, UDP rates within ±5 % (docs/link.md, "Cross-validation")."""
+binomial interval, UDP rates within ±5 % (docs/link.md, "Cross-validation"). Gilbert-Elliott
+losses come in bursts, so their interval is that of the effective sample size (`design_effect`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class Agreement:
     ok: bool
 
 
-def wilson_interval(k: int, n: int, z: float = Z_99) -> tuple[float, float]:
+def wilson_interval(k: float, n: float, z: float = Z_99) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion k/n (0..1)."""
     if n <= 0:
         return 0.0, 1.0
@@ -32,6 +33,21 @@ def wilson_interval(k: int, n: int, z: float = Z_99) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def design_effect(loss: dict[str, Any] | None) -> float:
+    """How many probes count as one independent one for the loss interval: 1 for independent
+    (Bernoulli) loss; (1 + λ) / (1 − λ) with λ = 1 − p − r for Gilbert-Elliott — the variance
+    inflation of a two-state Markov chain's occupancy (exact with h = 0 and k = 1, an upper bound
+    otherwise)."""
+    if not loss or loss.get("model") != "gilbert_elliott":
+        return 1.0
+    lam = 1.0 - float(loss["p"]) - float(loss.get("r", 1.0))
+    return (1 + lam) / (1 - lam) if lam > 0 else 1.0
+
+
+def _loss_interval(probe: dict[str, Any], effect: float) -> tuple[float, float]:
+    return wilson_interval(probe["lost"] / effect, probe["offered"] / effect)
 
 
 def _udp_rate(result: dict[str, Any], direction: str) -> float | None:
@@ -53,10 +69,9 @@ def agreements(a: dict[str, Any], b: dict[str, Any]) -> list[Agreement]:
                 "delay p50", d, f"{da:.2f} ms", f"{db:.2f} ms", abs(da - db) <= DELAY_P50_AGREE_MS
             )
         )
-        la, lb = (
-            wilson_interval(pa["lost"], pa["offered"]),
-            wilson_interval(pb["lost"], pb["offered"]),
-        )
+        loss = (a.get("link") or {}).get(d, {}).get("loss")
+        effect = design_effect(loss)
+        la, lb = _loss_interval(pa, effect), _loss_interval(pb, effect)
         fa, fb = pa["lost"] / max(pa["offered"], 1), pb["lost"] / max(pb["offered"], 1)
         out.append(
             Agreement(

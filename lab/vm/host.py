@@ -77,14 +77,15 @@ def guest_env(tty: bool, columns: int | None = None) -> dict[str, str]:
 
 def results_shares(args: Sequence[str], cwd: Path) -> list[Path]:
     """Host directories `lab ARGS…` writes to: the value of `--out` if given, else `results/`
-    for `lab run`; none for other commands."""
+    for `lab run` and `lab compose run`; none for other commands."""
     args = list(args)
     for i, a in enumerate(args):
         if a == "--out" and i + 1 < len(args):
             return [(cwd / args[i + 1]).resolve()]
         if a.startswith("--out="):
             return [(cwd / a.split("=", 1)[1]).resolve()]
-    return [(cwd / "results").resolve()] if args[:1] == ["run"] else []
+    writes_results = args[:1] == ["run"] or args[:2] == ["compose", "run"]
+    return [(cwd / "results").resolve()] if writes_results else []
 
 
 def _layout(workdir: Path, shares: Sequence[Path], mem_mb: int) -> GuestLayout:
@@ -155,7 +156,7 @@ def run_in_guest(
     """Run `lab ARGS…` in a fresh guest, streaming its stdout and stderr to `stdout`/`stderr`
     (default: this process's). `shares` are host directories the guest writes through
     (created if missing). `timeout_s` bounds the whole guest (then it is stopped, exit 124).
-    `program` replaces `lab ARGS…` by any argv (tests, the compose check)."""
+    `program` replaces `lab ARGS…` by any argv (tests)."""
     out = stdout if stdout is not None else sys.stdout.buffer
     err = stderr if stderr is not None else sys.stderr.buffer
     for share in shares:
