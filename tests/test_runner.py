@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,15 +21,30 @@ import pytest
 
 from lab.net import nsenter
 from lab.net.clean import clean
+from lab.net.inet_diag import Sampled, Seen, SocketInfo
+from lab.net.names import new_prefix
 from lab.net.runlock import LOCK_DIR, is_live
+from lab.net.topology import Topology
 from lab.net.workdir import workdir_path
+from lab.peers import go
 from lab.results.schema import samples_frame
 from lab.run.collect import axis_value, cell_frame
 from lab.run.plan import bytes_sizes, cell_seed, effective_rate, mean_loss, plan, protocol_order
 from lab.run.records import CellOutcome
-from lab.run.runner import Hooks, RunOptions, describe, execute, prepare
+from lab.run.runner import (
+    Hooks,
+    RunOptions,
+    agent_argv,
+    describe,
+    execute,
+    prepare,
+    server_address,
+)
+from lab.run.senders import transport_record
+from lab.run.skipped import restore_indices, served, skipped_record
 from lab.scenario.load import load_scenario, parse_scenario
 from lab.scenario.matrix import expand_cells
+from lab.scenario.models import StackSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
@@ -456,3 +472,117 @@ def test_lab_clean_removes_a_sigkilled_runs_work_directory(tmp_path: Path) -> No
             proc.wait()
         for p in prefixes:
             clean(p, force=True)
+
+
+# --- per-cell server, client and address family; skipped workloads; what the senders used ---
+MIXED = """
+name: mixed
+repeat: 1
+workloads:
+  - {kind: watch, streams: 2, interval_ms: 20, duration_s: 1}
+  - {kind: handshake, modes: [cold, zero_rtt], connections: 1}
+  - {kind: k8s_mix, duration_s: 1}
+matrix:
+  server: [reference, caddy]
+  client: [lab, go]
+  address_family: [ipv4, ipv6]
+"""
+
+
+def _mixed() -> list:
+    return expand_cells(parse_scenario(MIXED))
+
+
+def test_a_cells_server_serves_some_workloads_and_the_rest_are_skipped_with_reasons() -> None:
+    cells = _mixed()
+    ref, caddy = served(cells[0]), served(cells[4])
+    assert (cells[0].scenario.server, cells[4].scenario.server) == ("reference", "caddy")
+    assert ref.indices == (0, 1, 2) and ref.skipped == ()
+    assert caddy.indices == (1,) and [w.kind for w in caddy.workloads] == ["handshake"]
+    got = [(s.cell, s.index, s.workload, s.server) for s in caddy.skipped]
+    assert got == [("c004", 0, "watch", "caddy"), ("c004", 2, "k8s_mix", "caddy")]
+    assert "watch" in caddy.skipped[0].reason and "pods" in caddy.skipped[1].reason
+    records = skipped_record(cells)
+    assert len(records) == 8 and {r["cell"] for r in records} == {"c004", "c005", "c006", "c007"}
+    assert set(records[0]) == {"cell", "index", "workload", "server", "reason"}
+
+
+def test_agent_results_are_read_with_the_scenarios_workload_indices() -> None:
+    """The agent numbers only the workloads it ran; mapped back, a caddy cell's handshake rows
+    are aggregated as the scenario's workload 1 (not as the skipped watch, 0)."""
+    cell = _mixed()[4]
+    handshake = _agent_result()["workloads"][1]
+    result = {"protocol": "h3", "workloads": [{**handshake, "index": 0}]}
+    restored = restore_indices(result, served(cell).indices)
+    assert [w["index"] for w in restored["workloads"]] == [1]
+    assert result["workloads"][0]["index"] == 0  # the agent's own result is left as it was
+    frame, errors = cell_frame(cell, 0, "h3", "caddy", restored, emulator=False)
+    assert errors == [] and set(frame["workload"]) == {"handshake"}
+    assert set(frame["implementation"]) == {"caddy"} and set(frame["server"]) == {"caddy"}
+    assert set(frame["client"]) == {"lab"} and set(frame["address_family"]) == {"ipv4"}
+
+
+def test_the_cells_client_and_family_choose_the_agent_and_the_address() -> None:
+    cells = _mixed()
+    topo = Topology(new_prefix())  # not up: only its addresses are read
+    by = {(c.scenario.client, c.scenario.address_family): c for c in cells[:4]}
+    lab_v4, go_v6 = by[("lab", "ipv4")], by[("go", "ipv6")]
+    assert server_address(topo, lab_v4) == topo.server_v4
+    assert server_address(topo, go_v6) == topo.server_v6 == "2001:db8:2::2"
+    config = Path("/x/agent.json")
+    assert agent_argv(lab_v4, config) == [
+        sys.executable, "-m", "lab.run.agent", "--config", str(config), "--wait-go"
+    ]  # fmt: skip
+    assert agent_argv(go_v6, config) == [str(go.AGENT_BINARY), "--config", str(config), "--wait-go"]
+
+
+def _seen(*algorithms: str | None, udp: tuple[int, int] | None = None) -> Seen:
+    seen = Seen()
+    for i, cc in enumerate(algorithms):
+        seen.tcp[i] = SocketInfo("tcp", socket.AF_INET, 1, "a", 1, "b", 2, i, cc, None, None)
+    if udp is not None:
+        seen.udp[99] = SocketInfo("udp", socket.AF_INET6, 7, "::", 1, "::", 0, 99, None, *udp)
+    return seen
+
+
+def test_transport_record_of_each_protocol() -> None:
+    stack = StackSpec(tcp_congestion="bbr")
+    h2 = transport_record(
+        "h2",
+        server="caddy",
+        client="lab",
+        stack=stack,
+        sampled=Sampled(_seen("bbr", "bbr"), _seen("bbr", None), 7, 0.1),
+        agent_result={},
+    )
+    assert h2["tcp_congestion"] == {"server": {"bbr": 2}, "client": {"?": 1, "bbr": 1}}
+    assert h2["sender"] == "bbr" and h2["inet_diag"]["samples"] == 7
+    assert h2["tcp_peers"] == ["b"]
+    h3 = transport_record(
+        "h3",
+        server="caddy",
+        client="go",
+        stack=stack,
+        sampled=Sampled(_seen(udp=(4194304, 212992)), _seen(udp=(8, 9)), 3, 0.1),
+        agent_result={"implementation": {"quic": {"udp_rcvbuf_bytes": 8, "udp_sndbuf_bytes": 9}}},
+    )
+    assert h3["quic_congestion"] == {"server": "reno", "client": "reno"}  # quic-go: NewReno
+    assert h3["sender"] == "reno" and "tcp_congestion" not in h3
+    assert h3["udp_buffers"]["server"] == {
+        "sockets": 1, "rcvbuf_bytes": [4194304], "sndbuf_bytes": [212992]
+    }  # fmt: skip
+    assert h3["udp_buffers_reported_by_client"] == {"udp_rcvbuf_bytes": 8, "udp_sndbuf_bytes": 9}
+    ref = transport_record(
+        "h3", server="reference", client="lab", stack=StackSpec(), sampled=None, agent_result={}
+    )
+    assert ref["quic_congestion"] == {"server": "cubic", "client": "cubic"}  # aioquic's setting
+    qh3 = StackSpec(quic_engine="qh3")
+    ref = transport_record(
+        "h3", server="reference", client="go", stack=qh3, sampled=None, agent_result={}
+    )
+    assert ref["quic_congestion"] == {"server": None, "client": "reno"} and ref["sender"] is None
+    nothing = transport_record(
+        "h2", server="go", client="go", stack=stack, sampled=Sampled(Seen(), Seen(), 5, 0.1),
+        agent_result={},
+    )  # fmt: skip
+    assert nothing["sender"] is None  # no connection seen: unknown, not a match

@@ -17,7 +17,7 @@ from lab.link.spec import BernoulliLoss, GilbertElliottLoss
 from lab.scenario.limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, MAX_PAIRS
 from lab.scenario.load import load_scenario, parse_scenario, scenario_json_schema
 from lab.scenario.matrix import expand_cells, resolved
-from lab.scenario.models import KNOWN_SERVERS
+from lab.scenario.models import KNOWN_CLIENTS, KNOWN_SERVERS
 from lab.scenario.workloads import WatchParams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -418,6 +418,46 @@ def test_known_servers_match_the_registry() -> None:
     assert sorted(KNOWN_SERVERS) == sorted(IMPLEMENTATIONS)
     for name in KNOWN_SERVERS:
         assert parse_scenario(f"name: t\nserver: {name}\n{WL}").server == name
+
+
+def test_client_and_address_family_default_to_the_lab_client_over_ipv4() -> None:
+    sc = parse_scenario(f"name: t\n{WL}")
+    assert (sc.server, sc.client, sc.address_family) == ("reference", "lab", "ipv4")
+    assert KNOWN_CLIENTS == ("lab", "go")
+    both = parse_scenario(f"name: t\nserver: go\nclient: go\naddress_family: ipv6\n{WL}")
+    assert (both.server, both.client, both.address_family) == ("go", "go", "ipv6")
+
+
+def test_server_client_and_address_family_are_matrix_axes() -> None:
+    """`matrix: {server: [...], client: [...]}` is the cross-product, first axis slowest."""
+    text = (
+        f"name: t\n{WL}matrix:\n  server: [reference, go, caddy]\n  client: [lab, go]\n"
+        "  address_family: [ipv4, ipv6]\n"
+    )
+    cells = expand_cells(parse_scenario(text))
+    got = [(c.scenario.server, c.scenario.client, c.scenario.address_family) for c in cells]
+    assert len(got) == 12 == len(set(got))
+    assert got[:3] == [("reference", "lab", "ipv4"), ("reference", "lab", "ipv6"),
+                       ("reference", "go", "ipv4")]  # fmt: skip
+    assert cells[-1].axes == {"server": "caddy", "client": "go", "address_family": "ipv6"}
+
+
+@pytest.mark.parametrize(
+    ("axis", "good", "bad", "words"),
+    [
+        ("client", "go", "curl", "'lab' or 'go'"),
+        ("address_family", "ipv6", "ipv5", "'ipv4' or 'ipv6'"),
+        ("server", "go", "nginx", "'reference', 'caddy' or 'go'"),
+    ],
+)
+def test_bad_server_client_or_family_names_its_line(
+    tmp_path: Path, axis: str, good: str, bad: str, words: str
+) -> None:
+    err = error_of(tmp_path, BLOCK + f"matrix:\n  {axis}:\n    - {good}\n    - {bad}\n")
+    assert (err.line, err.field) == (12, f"matrix.{axis}[1]")
+    assert words in err.reason, err.reason
+    err = error_of(tmp_path, BLOCK + f"{axis}: {bad}\n")
+    assert (err.line, err.field) == (9, axis) and words in err.reason, err.reason
 
 
 def test_file_size_is_bounded_and_never_read_further(tmp_path: Path) -> None:

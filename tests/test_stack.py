@@ -162,14 +162,14 @@ def test_agent_options_carry_the_cell_stack() -> None:
 
 def test_stacks_info_reports_per_cell_values_when_they_vary() -> None:
     cells = _cells("matrix:\n  stack.tcp_notsent_lowat_bytes: [null, 16384]\n")
-    info = runner.stacks_info("reference", cells)
+    info = runner.stacks_info(cells)
     assert info["per_cell"] == {
         cells[0].id: StackSpec().model_dump(mode="json"),
         cells[1].id: StackSpec(tcp_notsent_lowat_bytes=16384).model_dump(mode="json"),
     }
     assert info["reference"]["h2"]["tcp_notsent_lowat_bytes"] is None
     assert info["client"]["h2"]["tcp_notsent_lowat_bytes"] is None
-    same = runner.stacks_info("reference", _cells(), quic_engine="qh3")
+    same = runner.stacks_info(_cells(), quic_engine="qh3")
     assert "per_cell" not in same
     assert same["stack"]["quic_engine"] == same["reference"]["quic"]["engine"] == "qh3"
 

@@ -15,6 +15,7 @@ from pyroute2 import IPRoute
 
 from lab.net import nsenter
 from lab.net.clean import clean
+from lab.net.inet_diag import DiagSocket, Sampler
 from lab.net.names import IFNAMSIZ, Names, new_prefix, prefix_of
 from lab.net.runlock import RunLock, is_live
 from lab.net.topology import ADDRESSES, Addresses, Topology, TopologyError
@@ -156,6 +157,82 @@ def test_router_forwards_without_steering(plain_topology: Topology) -> None:
             data, (src, *_) = srv.recvfrom(100)
             assert data == b"hi"
             assert src == (t.client_v4 if family == socket.AF_INET else t.client_v6)
+
+
+def _tcp_pair(t: Topology, family: int, port: int) -> tuple[socket.socket, ...]:
+    """(listener, client, accepted) over the router: the listener asks for bbr (accepted
+    connections inherit it), the client for cubic."""
+    dst = t.server_v4 if family == socket.AF_INET else t.server_v6
+    listener = t.socket(t.server_ns, family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"bbr")
+    listener.bind((dst, port))
+    listener.listen()
+    client = t.socket(t.client_ns, family, socket.SOCK_STREAM)
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"cubic")
+    client.connect((dst, port))
+    accepted, _ = listener.accept()
+    return listener, client, accepted
+
+
+def _algorithm(sock: socket.socket) -> str:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+
+
+@pytest.mark.parametrize("congctl", [None, "reno"])
+def test_route_congctl_decides_every_connections_algorithm(congctl: str | None) -> None:
+    """`congctl` on the ends' routes wins over what the programs ask for (bbr on the listener,
+    cubic on the client), over IPv4 and IPv6; inet_diag reports what each connection uses, as
+    getsockopt does. Without it, each end keeps its own choice."""
+    with Topology(tun_steering=False, tcp_congestion=congctl) as t:
+        for ns, far in ((t.client_ns, (t.server_net_v4, t.server_net_v6)),
+                        (t.server_ns, (t.client_net_v4, t.client_net_v6))):  # fmt: skip
+            routes = t.route_congestion(ns)
+            assert [routes[net] for net in far] == [congctl, congctl], routes
+        for family, port in ((socket.AF_INET, 9201), (socket.AF_INET6, 9202)):
+            listener, client, accepted = _tcp_pair(t, family, port)
+            with listener, client, accepted:
+                assert _algorithm(accepted) == (congctl or "bbr")
+                assert _algorithm(client) == (congctl or "cubic")
+                with DiagSocket(t.server_ns) as server_diag, DiagSocket(t.client_ns) as cli_diag:
+                    served = [s for s in server_diag.dump("tcp", family) if s.sport == port]
+                    asked = [s for s in cli_diag.dump("tcp", family) if s.dport == port]
+                by_state = {s.state: s.congestion for s in served}
+                assert by_state == {1: congctl or "bbr", 10: "bbr"}  # established, listening
+                assert [s.congestion for s in asked] == [congctl or "cubic"]
+                established = next(s for s in served if s.state == 1)
+                assert asked[0].sport == client.getsockname()[1] == established.dport
+
+
+def test_unknown_route_congctl_is_a_topology_error_and_leaves_nothing() -> None:
+    t = Topology(tun_steering=False, tcp_congestion="nosuchcc")
+    with pytest.raises(TopologyError, match="congctl nosuchcc"):
+        t.up()
+    assert _leftovers(t.prefix) == []
+
+
+def test_inet_diag_reports_udp_buffers_and_the_sampler_sees_connections() -> None:
+    """SO_RCVBUF/SO_SNDBUF as getsockopt reports them (twice the value set) for the server's UDP
+    socket and the client's; the sampler keeps each TCP connection of both sides."""
+    with Topology(tun_steering=False, tcp_congestion="reno") as t:
+        port = 9203
+        udp = t.socket(t.server_ns, socket.AF_INET6, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        udp.bind(("::", port))
+        cli_udp = t.socket(t.client_ns, socket.AF_INET, socket.SOCK_DGRAM)
+        cli_udp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 19)
+        cli_udp.sendto(b"x", (t.server_v4, port))
+        sampler = Sampler(t.server_ns, t.client_ns, port, interval_s=0.01).start()
+        listener, client, accepted = _tcp_pair(t, socket.AF_INET6, port)
+        with udp, cli_udp, listener, client, accepted:
+            time.sleep(0.1)
+            seen = sampler.stop()
+            want_server = udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            want_client = cli_udp.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert want_server == 2 << 20 and want_client == 2 << 19
+        assert [s.rcvbuf_bytes for s in seen.server.udp.values()] == [want_server]
+        assert [s.sndbuf_bytes for s in seen.client.udp.values()] == [want_client]
+        assert seen.samples >= 2 and seen.error is None
+        assert seen.server.congestion() == {"reno": 1} == seen.client.congestion()
 
 
 def test_down_leaves_nothing_and_kills_processes() -> None:

@@ -1,7 +1,8 @@
 """Measure what an impaired path really does (I/O): build a topology, apply the link (emulator or
 netem), run UDP probes through an echo in the server namespace, then TCP and UDP throughput per
-rate-limited direction (`lab.calibrate.probes`, `lab.calibrate.flows`), and tear everything
-down. `calibrate_cell` measures one scenario cell and evaluates it."""
+rate-limited direction (`lab.calibrate.probes`, `lab.calibrate.flows`), over the IPv4 or the
+IPv6 addresses, and tear everything down. `calibrate_cell` measures one scenario cell (over its
+`address_family`: a scenario sweeping `address_family` has a cell for each) and evaluates it."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from lab.link.netem import UnsupportedByNetem, netem_commands, netem_probe
 from lab.link.spec import DIRECTIONS, Direction, DirectionSpec, LinkSpec
 from lab.net.mtu import MTU_BYTES
 from lab.net.topology import Topology
-from lab.scenario.models import Cell
+from lab.scenario.models import AddressFamily, Cell
 
 UDP_OVERLOAD = 1.2  # UDP offered load = rate × this / (1 − mean loss)
 UDP_WARMUP_S = 0.3
@@ -126,19 +127,33 @@ def _impairment(
             report["problems"] = rep.problems()
 
 
+def _addresses(topo: Topology, family: AddressFamily) -> tuple[str, str]:
+    """(server address, client address) of `family`."""
+    if family == "ipv6":
+        return topo.server_v6, topo.client_v6
+    return topo.server_v4, topo.client_v4
+
+
 def _probe_phase(
-    topo: Topology, link: LinkSpec, probes: int, interval_s: float, prog: ProgressFn
+    topo: Topology,
+    link: LinkSpec,
+    probes: int,
+    interval_s: float,
+    prog: ProgressFn,
+    family: AddressFamily = "ipv4",
 ) -> ProbeStats:
     """Echo in the server namespace, probe client (SCHED_FIFO while it runs) in the client's."""
     drain = _round_trip_drain_s(link)
-    with EchoProcess(topo, topo.server_ns, topo.server_v4) as echo:
+    server_addr = _addresses(topo, family)[0]
+    with EchoProcess(topo, topo.server_ns, server_addr) as echo:
         assert echo.port is not None
-        sock = topo.socket(topo.client_ns, socket.AF_INET, socket.SOCK_DGRAM)
+        af = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+        sock = topo.socket(topo.client_ns, af, socket.SOCK_DGRAM)
         try:
             with realtime():
                 run = run_probe_client(
                     sock,
-                    (topo.server_v4, echo.port),
+                    (server_addr, echo.port),
                     probes,
                     interval_s,
                     drain,
@@ -158,15 +173,22 @@ def _probe_phase(
 
 
 def _flow_phase(
-    topo: Topology, link: LinkSpec, d: Direction, tcp_s: float, udp_s: float, prog: ProgressFn
+    topo: Topology,
+    link: LinkSpec,
+    d: Direction,
+    tcp_s: float,
+    udp_s: float,
+    prog: ProgressFn,
+    family: AddressFamily = "ipv4",
 ) -> list[FlowSummary]:
     """TCP bulk, then a UDP flood above the rate, in direction `d`."""
     spec: DirectionSpec = getattr(link, d)
     assert spec.rate_mbit is not None
+    server_addr, client_addr = _addresses(topo, family)
     if d == "uplink":
-        src, dst, dst_addr = topo.client_ns, topo.server_ns, topo.server_v4
+        src, dst, dst_addr = topo.client_ns, topo.server_ns, server_addr
     else:
-        src, dst, dst_addr = topo.server_ns, topo.client_ns, topo.client_v4
+        src, dst, dst_addr = topo.server_ns, topo.client_ns, client_addr
     drain = _round_trip_drain_s(link)
     prog(f"TCP {d}", 0, 1)
     tcp = measure_tcp(topo, src, dst, dst_addr, tcp_s, drain)
@@ -189,10 +211,12 @@ def measure(
     udp_s: float = 2.0,
     out_dir: Path | None = None,
     progress: ProgressFn | None = None,
+    address_family: AddressFamily = "ipv4",
 ) -> Measurement:
-    """Build a topology, apply `link` with `backend`, and measure: probes first (so a drop list
-    meets the probes' indices), then TCP and UDP throughput for each rate-limited direction.
-    Everything (processes, threads, namespaces) is gone when it returns or raises."""
+    """Build a topology, apply `link` with `backend`, and measure over `address_family`'s
+    addresses: probes first (so a drop list meets the probes' indices), then TCP and UDP
+    throughput for each rate-limited direction. Everything (processes, threads, namespaces) is
+    gone when it returns or raises."""
     started = time.monotonic()
     prog: ProgressFn = progress or (lambda *_: None)
     flows: list[FlowSummary] = []
@@ -204,10 +228,10 @@ def measure(
         prefix = topo.prefix
         prog("topology", 1, 1)
         with _impairment(topo, backend, link, seed, out_dir) as emu_report:
-            probe_stats = _probe_phase(topo, link, probes, interval_s, prog)
+            probe_stats = _probe_phase(topo, link, probes, interval_s, prog, address_family)
             for d in DIRECTIONS:
                 if getattr(link, d).rate_mbit is not None:
-                    flows += _flow_phase(topo, link, d, tcp_s, udp_s, prog)
+                    flows += _flow_phase(topo, link, d, tcp_s, udp_s, prog, address_family)
     return Measurement(
         probes=probe_stats,
         flows=flows,
@@ -217,6 +241,7 @@ def measure(
         emulator_problems=emu_report.get("problems", []),
         elapsed_s=time.monotonic() - started,
         topology_prefix=prefix,
+        address_family=address_family,
     )
 
 
@@ -229,11 +254,20 @@ def calibrate_cell(
     out_dir: Path | None = None,
     progress: ProgressFn | None = None,
 ) -> CalibrationResult:
-    """Measure one cell's link (seed: the cell's seed for repetition 0) and evaluate it."""
+    """Measure one cell's link over its `address_family` (seed: the cell's seed for repetition
+    0) and evaluate it."""
     link = cell.link
     backend = choose_backend(impair, link)
     seed = cell.seed(0)
-    m = measure(link, seed, backend=backend, probes=probes, out_dir=out_dir, progress=progress)
+    m = measure(
+        link,
+        seed,
+        backend=backend,
+        probes=probes,
+        out_dir=out_dir,
+        progress=progress,
+        address_family=cell.scenario.address_family,
+    )
     if progress:
         progress("evaluate", 0, 1)
     checks = evaluate(link, m, seed)

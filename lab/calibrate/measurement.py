@@ -118,3 +118,4 @@ class Measurement:
     emulator_problems: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     topology_prefix: str = ""  # run prefix of the (removed) namespaces
+    address_family: str = "ipv4"  # of the probes' and flows' addresses (ipv4 | ipv6)

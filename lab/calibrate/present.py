@@ -21,7 +21,7 @@ def result_table(result: CalibrationResult) -> Table:
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
     t = Table(
         title=f"calibrate {escape(result.scenario)} \\[{result.cell}] — {m.backend}, "
-        f"seed {m.seed}: {verdict} ({m.elapsed_s:.1f} s)",
+        f"{m.address_family}, seed {m.seed}: {verdict} ({m.elapsed_s:.1f} s)",
         title_justify="left",
     )
     for col in ("check", "direction", "configured", "measured", "tolerance", "result", "note"):

@@ -34,6 +34,7 @@ class CalibrationResult:
             "backend": m.backend,
             "seed": m.seed,
             "topology_prefix": m.topology_prefix,
+            "address_family": m.address_family,
             "passed": self.ok,
             "elapsed_s": round(m.elapsed_s, 3),
             "link": self.link.model_dump(mode="json"),

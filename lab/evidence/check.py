@@ -17,7 +17,9 @@ A thresholds file (YAML) is a list of claims, each a bound on one statistic of o
 `ratio: h3/h2` instead of `protocol` bounds statistic(h3) / statistic(h2). A threshold is
 evaluated in every cell it matches and holds only when it holds in all of them; one that matches
 no data is an error, never a pass. HOL-spread values of repetitions without any stalled event
-are undefined and left out.
+are undefined and left out. A cell whose h2 and h3 senders used different congestion
+controllers (measured, run.json; lab.evidence.claims.controller_mismatches) is flagged in every
+result that reads it, as a cpu_bound one is: the comparison there measures the controllers too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +37,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lab.errors import ThresholdFileError
+from lab.evidence.claims import controller_mismatches
 from lab.evidence.significance import (
     cpu_bound_rows,
     drop_unstalled,
@@ -207,6 +210,7 @@ class CellValue:
     ok: bool
     n: int  # repetitions (or samples) behind the value, smallest side for a ratio
     cpu_bound: bool = False
+    different_controllers: bool = False  # h2's and h3's senders used different ones
 
 
 @dataclass(frozen=True)
@@ -314,14 +318,22 @@ def _within(value: float, t: Threshold) -> bool:
     )
 
 
-def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
-    """Evaluate one threshold on a run's samples (results format)."""
+def evaluate(
+    samples: pd.DataFrame,
+    loaded: LoadedThreshold,
+    *,
+    controllers: Mapping[str, str] | None = None,
+) -> ThresholdResult:
+    """Evaluate one threshold on a run's samples (results format). `controllers`: cell → why
+    its two senders used different congestion controllers (those cells are flagged)."""
     t = loaded.threshold
+    controllers = controllers or {}
     rows, why = _select(samples, t)
     if rows.empty:
         return ThresholdResult(loaded, "error", message=f"matches no data: {why}")
     bound = _cpu_bound_cells(samples, t.workload)
     cells: list[CellValue] = []
+    mixed: dict[str, str] = {}  # flagged cells among those read: cell → the confound
     left_out: dict[Unobserved, list[str]] = {"one-sided": [], "0/0": []}
     groups = [(POOLED, rows)] if t.pool_cells else rows.groupby("cell", sort=True)
     for cell, g in groups:
@@ -330,9 +342,24 @@ def evaluate(samples: pd.DataFrame, loaded: LoadedThreshold) -> ThresholdResult:
             left_out[got].append(str(cell))
             continue
         value, n = got
-        cpu_bound = bool(bound & set(g["cell"].astype(str)))
-        cells.append(CellValue(str(cell), value, _within(value, t), n, cpu_bound))
-    return _result(loaded, cells, skipped=left_out["one-sided"], undefined=left_out["0/0"])
+        read = set(g["cell"].astype(str))
+        cpu_bound = bool(bound & read)
+        mine = {c: controllers[c] for c in sorted(read) if c in controllers}
+        mixed.update(mine)
+        cells.append(CellValue(str(cell), value, _within(value, t), n, cpu_bound, bool(mine)))
+    result = _result(loaded, cells, skipped=left_out["one-sided"], undefined=left_out["0/0"])
+    return _with_controller_note(result, mixed)
+
+
+def _with_controller_note(result: ThresholdResult, mixed: Mapping[str, str]) -> ThresholdResult:
+    """`result` with a note naming the cells whose senders used different controllers."""
+    if not mixed or result.status == "error":
+        return result
+    note = "different congestion controllers in " + ", ".join(
+        f"{c} ({text.removeprefix('different congestion controllers: ')})"
+        for c, text in mixed.items()
+    )
+    return ThresholdResult(result.loaded, result.status, result.cells, f"{result.message}; {note}")
 
 
 def _result(
@@ -368,6 +395,8 @@ class CheckReport:
     """Every threshold's result; `exit_code` 0 when all pass, 1 otherwise."""
 
     results: tuple[ThresholdResult, ...]
+    # cell → why its h2 and h3 senders used different congestion controllers (the whole run)
+    controller_flags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -377,9 +406,15 @@ class CheckReport:
         return sum(r.status == status for r in self.results)
 
 
-def check(samples: pd.DataFrame, thresholds: list[LoadedThreshold]) -> CheckReport:
-    """Evaluate every threshold on a run's samples."""
-    return CheckReport(tuple(evaluate(samples, t) for t in thresholds))
+def check(
+    samples: pd.DataFrame,
+    thresholds: list[LoadedThreshold],
+    *,
+    controllers: Mapping[str, str] | None = None,
+) -> CheckReport:
+    """Evaluate every threshold on a run's samples; `controllers` as for `evaluate`."""
+    results = tuple(evaluate(samples, t, controllers=controllers) for t in thresholds)
+    return CheckReport(results, dict(controllers or {}))
 
 
 # --- JUnit XML ----------------------------------------------------------------------------
@@ -419,6 +454,7 @@ def junit_xml(report: CheckReport, run_id: str) -> bytes:
         out = ET.SubElement(case, "system-out")
         out.text = detail + "".join(
             f"\n  {c.cell}: {c.value:.6g} (n={c.n}){' cpu_bound' if c.cpu_bound else ''}"
+            f"{' different_controllers' if c.different_controllers else ''}"
             for c in r.cells
         )
     ET.indent(suites)
@@ -452,7 +488,11 @@ def check_run(run_dir: str | Path, thresholds_file: str | Path) -> tuple[CheckRe
     run = load(run_dir)
     samples = with_link_columns(run.samples, run.meta)
     keys = {k for t in loaded for k in t.threshold.where}
-    report = check(with_scenario_fields(samples, run.meta, keys), loaded)
+    report = check(
+        with_scenario_fields(samples, run.meta, keys),
+        loaded,
+        controllers=controller_mismatches(run.meta),
+    )
     return report, junit_xml(report, str(run.meta.get("run_id", Path(run_dir).name)))
 
 
@@ -465,6 +505,8 @@ def result_table(report: CheckReport) -> Any:
         f"lab check: {report.count('pass')} passed, {report.count('fail')} failed, "
         f"{report.count('error')} errors"
     )
+    if report.controller_flags:
+        title += f"; {len(report.controller_flags)} cell(s) with different congestion controllers"
     table = Table(title=title, show_lines=True)
     for col in ("status", "threshold", "checks", "observed (worst cell)", "detail"):
         table.add_column(col, overflow="fold")

@@ -9,9 +9,11 @@ Claims (KEP-3156's, then what the lab adds):
 (d) throughput — bulk and multiplex: `goodput_mbit`.
 
 Confounds: the verdict's flags (a flag metric such as `cpu_bound` or `congestion_limited` set in
-one of its repetitions, too few repetitions, ...), the two senders' congestion controllers as
-run.json states them (different, or unknown for an implementation that runs its own defaults),
-and a single watch stream (no other stream to block). Pure: samples and run.json in, rows out.
+one of its repetitions, too few repetitions, ...), the two senders' congestion controllers —
+as the run measured them (run.json `cell_runs[].transport`: h2's TCP per connection via
+inet_diag, h3's QUIC as its implementation states it), else as run.json's stack settings state
+them (different, or unknown for an implementation that runs its own defaults) — and a single
+watch stream (no other stream to block). Pure: samples and run.json in, rows out.
 """
 
 from __future__ import annotations
@@ -204,11 +206,59 @@ def _stack_of(meta: dict[str, Any], cell: str) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def measured_senders(meta: dict[str, Any], cell: str) -> dict[str, set[str | None]]:
+    """protocol → the controllers of `cell`'s server → client sender over its repetitions, as
+    run.json `cell_runs[<cell>-<rep>].transport.<protocol>.sender` records them (None: not
+    measured, e.g. no h2 connection seen); {} for runs that did not record them."""
+    out: dict[str, set[str | None]] = {}
+    for key, record in (meta.get("cell_runs") or {}).items():
+        if str(key).rsplit("-", 1)[0] != cell or not isinstance(record, dict):
+            continue
+        for protocol, transport in (record.get("transport") or {}).items():
+            if isinstance(transport, dict) and "sender" in transport:
+                out.setdefault(str(protocol), set()).add(transport["sender"])
+    return out
+
+
+def _names(controllers: set[str | None]) -> str:
+    return "/".join(sorted(c or "?" for c in controllers))
+
+
+def measured_confound(meta: dict[str, Any], cell: str) -> str | None:
+    """The measured senders' confound of `cell`: "different congestion controllers: …" when
+    h2's and h3's differ, "… unknown: …" when one was not measured, None when they match or the
+    run has no measurement of both protocols (see `controller_confound`)."""
+    senders = measured_senders(meta, cell)
+    if "h2" not in senders or "h3" not in senders:
+        return None
+    h2, h3 = senders["h2"], senders["h3"]
+    text = f"h2 TCP {_names(h2)} (measured), h3 QUIC {_names(h3)}"
+    if None in h2 or None in h3:
+        return f"congestion controllers unknown: {text}"
+    if {str(c).lower() for c in h2} != {str(c).lower() for c in h3}:
+        return f"different congestion controllers: {text}"
+    return None
+
+
+def controller_mismatches(meta: dict[str, Any]) -> dict[str, str]:
+    """cell → its confound, for every cell whose measured h2 and h3 senders used different
+    congestion controllers (what `lab check` and the report flag)."""
+    out = {}
+    for cell in _cells(meta):
+        text = measured_confound(meta, cell)
+        if text and text.startswith("different"):
+            out[cell] = text
+    return out
+
+
 def controller_confound(meta: dict[str, Any], cell: str, implementation: str | None) -> str | None:
     """Why the two senders of `cell` may not have used the same congestion controller, or None
-    when run.json says both used the same: different controllers (h2's TCP vs h3's QUIC), or
+    when run.json says both used the same. What the run measured decides when it measured both
+    protocols; otherwise the stack settings: different controllers (h2's TCP vs h3's QUIC), or
     unknown (an implementation that runs its own defaults, qh3's built-in controller, nothing
     recorded)."""
+    if {"h2", "h3"} <= set(measured_senders(meta, cell)):
+        return measured_confound(meta, cell)
     server = implementation or meta.get("implementation") or REFERENCE
     if server != REFERENCE:
         settings = ((meta.get("stacks") or {}).get(server) or {}).get("settings")

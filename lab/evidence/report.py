@@ -7,9 +7,11 @@ Writes, into the run directory (or `out_dir`):
 
 Content, answers first: status (a banner when the run is incomplete), the KEP's claims (per
 claim the condition, h2, h3, the h3/h2 ratio with its 95% interval, the verdict and every
-confound), verdicts at a glance, per workload its plots and a verdict table, failed cells, how to
-read the numbers, and last the scenario and environment (versions, impairment backend and applied
-settings, stack settings, cells, seeds; collapsed in the HTML).
+confound), verdicts at a glance, per workload its plots and a verdict table, failed cells, the
+skipped workloads, what the senders used (congestion controllers, UDP buffers; a cell whose h2
+and h3 senders differ is flagged), how to read the numbers, and last the scenario and
+environment (versions, impairment backend and applied settings, stack settings, cells, seeds;
+collapsed in the HTML).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab.evidence import plots
+from lab.evidence import conformance_table, plots
 from lab.evidence.claims import ClaimRow, claim_rows, confounds
 from lab.evidence.effect import ABSOLUTE_FLOORS, MIN_RELATIVE_EFFECT
 from lab.evidence.significance import with_link_columns
+from lab.evidence.transport import SENDER_HEADERS, SKIPPED_HEADERS, sender_rows, skipped_rows
 from lab.evidence.verdicts import FLAG_MEANINGS, MIN_REPETITIONS, Verdict, direction, verdicts
 from lab.results.reader import RunResults, load
 from lab.results.schema import ERROR_FIELDS
@@ -328,6 +331,11 @@ def build(run: RunResults) -> tuple[list[Any], list[str]]:
     if len(run.errors):
         blocks.extend(_failed_cells(run.errors))
         warnings.append(f"{len(run.errors)} failed (cell, repetition, protocol, workload)")
+    blocks.extend(_skipped(meta))
+    blocks.extend(_senders(meta, warnings))
+    if (conf := conformance_table.load(run.path)) is not None:  # conformance.json beside it
+        blocks += [Heading("Conformance"), Para(conf.summary, warn=conf.problem)]
+        blocks += [Table(conf.headers, conf.rows)] if conf.rows else []
     blocks.extend(_method())
     blocks.extend(_environment(meta))
     return blocks, warnings
@@ -387,6 +395,41 @@ def _failed_cells(errors: pd.DataFrame) -> list[Any]:
     ]
 
 
+def _skipped(meta: dict[str, Any]) -> list[Any]:
+    """Workloads a cell's server cannot serve: not run there, not errors."""
+    rows = skipped_rows(meta)
+    if not rows:
+        return []
+    intro = "Workloads a cell's server cannot serve were not run in that cell (not an error)."
+    return [Heading("Skipped workloads"), Para(intro), Table(SKIPPED_HEADERS, rows)]
+
+
+def _senders(meta: dict[str, Any], warnings: list[str]) -> list[Any]:
+    """What each cell's senders used; a warning when some cell's h2 and h3 senders differ."""
+    rows = sender_rows(meta)
+    if not rows:
+        return []
+    flagged = [r[0] for r in rows if r[-1]]
+    intro = (
+        "h2's TCP congestion control as the kernel reports it for every connection seen "
+        "(inet_diag, sampled while the agent ran; the scenario's `stack.tcp_congestion` is set "
+        "on the namespaces' routes, so every implementation's TCP follows it), h3's QUIC "
+        "controller as the implementation states it (aioquic: the setting; quic-go 0.29: "
+        "NewReno, fixed), and the UDP socket buffers each end got (bytes as getsockopt reports "
+        "them: twice what was set)."
+    )
+    out: list[Any] = [Heading("Congestion control and UDP buffers"), Para(intro)]
+    if flagged:
+        msg = (
+            f"{len(flagged)} cell(s) whose h2 and h3 senders used different congestion "
+            f"controllers ({', '.join(flagged)}): their h3/h2 ratios also compare the controllers."
+        )
+        out.append(Para("Warning: " + msg, warn=True))
+        warnings.append(msg)
+    out.append(Table(SENDER_HEADERS, rows))
+    return out
+
+
 def _method() -> list[Any]:
     flags = "; ".join(f"`{m}` — {meaning}" for m, meaning in FLAG_MEANINGS.items())
     return [
@@ -406,8 +449,9 @@ def _method() -> list[Any]:
         ),
         Para(
             f"Flags and confounds: {flags}; too few repetitions; different congestion "
-            "controllers of the two senders (h2's TCP against h3's QUIC, from run.json), or "
-            "unknown ones (an implementation running its own defaults); one watch stream (no "
+            "controllers of the two senders (h2's TCP as measured against h3's QUIC, from "
+            "run.json), or unknown ones (not measured, or an implementation running its own "
+            "defaults); one watch stream (no "
             "other stream to block). 0-RTT is counted only when the server saw the request as "
             "early data (otherwise the mode reads zero_rtt→1-RTT); the loss-anchored HOL "
             "spread exists only where a loss was counted; the older per-stalled-event one "

@@ -10,6 +10,12 @@ MTU 1500, checksum/TSO/GSO/GRO offloads off on every veth, loopback up everywher
 in the router only. Client and server have a route to the other side's subnet via the router and
 nothing else (no default route): `assert_no_bypass()` checks it and raises.
 
+With `tcp_congestion="cubic"` (or any algorithm the kernel has) the routes of the client and
+server namespaces to the far subnet carry `congctl cubic` (`ip route replace … congctl`): every
+TCP connection over them uses that algorithm whatever its program asks for at socket creation —
+how Caddy's and Go's TCP get the scenario's algorithm (a namespace may not change the sysctl
+`net.ipv4.tcp_congestion_control` on this host). `route_congestion(ns)` reads the routes back.
+
 With `tun_steering=True` (the default) the router sends every forwarded packet through a
 persistent TUN device per direction (see docs/topology.md): packets from the client side go to
 `<p>-tu`, from the server side to `<p>-td`; the emulator (lab/link/emulator.py) reads them and
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -86,10 +93,17 @@ class Topology:
     """One run's client ⇄ router ⇄ server namespaces. Attributes: `names` (all names),
     `client_ns`/`router_ns`/`server_ns`, and the addresses of `ADDRESSES` (e.g. `server_v4`)."""
 
-    def __init__(self, prefix: str | None = None, *, tun_steering: bool = True) -> None:
+    def __init__(
+        self,
+        prefix: str | None = None,
+        *,
+        tun_steering: bool = True,
+        tcp_congestion: str | None = None,
+    ) -> None:
         self.names = Names(prefix or new_prefix())
         self.prefix = self.names.prefix
         self.tun_steering = tun_steering
+        self.tcp_congestion = tcp_congestion  # congctl of the end namespaces' routes (None: none)
         self.addresses = a = ADDRESSES
         # the namespaces' addresses (documentation ranges), as on `ADDRESSES`
         self.client_v4, self.client_v6 = a.client_v4, a.client_v6
@@ -210,6 +224,8 @@ class Topology:
             (a.server_v6, a.server_net_v6),
             ((a.client_net_v4, a.router_server_v4), (a.client_net_v6, a.router_server_v6)),
         )
+        if self.tcp_congestion is not None:
+            self._set_route_congestion(self.tcp_congestion)
         with ns_iproute(n.router_ns) as ipr:
             _up(ipr, "lo")
             for ifname, v4, net4, v6, net6 in (
@@ -259,6 +275,41 @@ class Topology:
             ipr.addr("add", index=idx, address=v6[0], prefixlen=_plen(v6[1]))
             for dst, gw in routes:
                 ipr.route("add", dst=dst, gateway=gw, oif=idx)
+
+    def _end_routes(self) -> list[tuple[str, str, str, str]]:
+        """(namespace, interface, far subnet, gateway) of every route of the two ends."""
+        n, a = self.names, ADDRESSES
+        return [
+            (n.client_ns, n.client_if, a.server_net_v4, a.router_client_v4),
+            (n.client_ns, n.client_if, a.server_net_v6, a.router_client_v6),
+            (n.server_ns, n.server_if, a.client_net_v4, a.router_server_v4),
+            (n.server_ns, n.server_if, a.client_net_v6, a.router_server_v6),
+        ]
+
+    def _set_route_congestion(self, algorithm: str) -> None:
+        """`ip route replace DST via GW dev IF congctl ALGO` for every route of the two ends
+        (pyroute2 0.9 does not encode RTAX_CC_ALGO); TopologyError for an unknown algorithm."""
+        for ns, ifname, dst, gw in self._end_routes():
+            family = "-6" if ":" in dst else "-4"
+            argv = ["ip", "-n", ns, family, "route", "replace", dst, "via", gw, "dev", ifname]
+            _run([*argv, "congctl", algorithm])
+
+    def route_congestion(self, ns: str) -> dict[str, str | None]:
+        """far subnet → the congctl of its route in `ns` (None: none set), from `ip -j route`."""
+        out: dict[str, str | None] = {}
+        for family in ("-4", "-6"):
+            p = subprocess.run(
+                ["ip", "-n", ns, "-j", family, "route", "show"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if p.returncode != 0:
+                raise TopologyError(f"ip -n {ns} route show failed: {p.stderr.strip()}")
+            for route in json.loads(p.stdout or "[]"):
+                metrics = {k: v for m in route.get("metrics") or [] for k, v in m.items()}
+                out[str(route.get("dst"))] = metrics.get("congestion")
+        return out
 
     def _steer(self, ipr: IPRoute) -> None:
         """Persistent TUN per direction + policy routing: iif <p>-rc to the server subnet →
@@ -456,8 +507,10 @@ def remove_root_links(prefix: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def topology(prefix: str | None = None, *, tun_steering: bool = True) -> Iterator[Topology]:
+def topology(
+    prefix: str | None = None, *, tun_steering: bool = True, tcp_congestion: str | None = None
+) -> Iterator[Topology]:
     """`with topology() as topo:` — a Topology that is up inside the block."""
-    topo = Topology(prefix, tun_steering=tun_steering)
+    topo = Topology(prefix, tun_steering=tun_steering, tcp_congestion=tcp_congestion)
     with topo:
         yield topo

@@ -28,6 +28,16 @@ SERVER_BINARY = BUILD_DIR / "lab-go-server"
 AGENT_BINARY = BUILD_DIR / "lab-go-agent"
 BUILD_TIMEOUT_S = 600.0
 
+# quic-go 0.29's congestion controller, fixed (no quic.Config field): NewReno. Its sent-packet
+# handler makes `congestion.NewCubicSender(..., true /* use Reno */, ...)`, the cubicSender in
+# Reno mode: cwnd × 0.7 on a loss event (renoBeta; Linux's reno halves it), one datagram per
+# window of ACKs in congestion avoidance, HyStart slow-start exit and pacing. Named as Linux
+# names the TCP family it belongs to; Caddy 2.6 (Debian) is built with the same quic-go.
+QUIC_GO_CONGESTION = "reno"
+QUIC_GO_CONGESTION_DETAIL = (
+    "quic-go 0.29: NewReno (cubicSender in Reno mode: β 0.7, HyStart, pacing; not configurable)"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class BuildStatus:
@@ -120,3 +130,14 @@ def agent_argv(config_file: Path, *, wait_go: bool = False) -> list[str]:
 def version_argv() -> list[str]:
     """Prints e.g. `lab-go-server go1.19.8 quic-go 0.29.0-1 x/net 1:0.7.0+dfsg-1 x/sys 0.3.0-1`."""
     return [str(SERVER_BINARY), "--version"]
+
+
+def parse_versions(line: str) -> dict[str, str]:
+    """{"go": "go1.19.8", "quic-go": "0.29.0-1", "x/net": …, "x/sys": …} from a `--version`
+    line (the program's name first, then name/version pairs); {} for anything else."""
+    words = line.split()[1:]
+    if len(words) < 2 or not words[0].startswith("go"):
+        return {}
+    out = {"go": words[0]}
+    out.update(zip(words[1::2], words[2::2], strict=False))
+    return out

@@ -41,6 +41,10 @@ class ServerContext:
     bytes_sizes: tuple[int, ...] = ()  # the /bytes/{n} sizes the workloads will fetch
     server_name: str = "localhost"  # SNI and :authority the clients send
     extra_hosts: tuple[str, ...] = ()  # further listen addresses (e.g. the IPv6 one)
+    # TCP_CONGESTION for servers that take it as a flag ("" = theirs; the runner also sets the
+    # routes' congctl, which every implementation's TCP follows)
+    tcp_congestion: str = ""
+    max_streams: int = 100  # concurrent streams per connection, for servers with a flag for it
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,10 @@ class ServerImplementation:
     """One server under test: a command template, a preparation step and a readiness check.
 
     Placeholders in `argv_template`: {python} {host} {port} {workdir} {cert_dir} {server_name}
-    and whatever `prepare` returns (e.g. {config}).
+    {tcp_congestion} {max_streams} and whatever `prepare` returns (e.g. {config}).
+
+    `quic_congestion` is the QUIC congestion controller the implementation always uses (a
+    name as Linux calls the TCP one), or None when it follows `stack.quic_congestion_control`.
     """
 
     name: str
@@ -80,6 +87,7 @@ class ServerImplementation:
     prepare: Prepare = _no_prepare
     env: Callable[[ServerContext], dict[str, str]] = _no_env
     ready_check: Callable[..., bool] = probe.wait_ready
+    quic_congestion: str | None = None
 
     def launch(self, ctx: ServerContext) -> LaunchSpec:
         """Prepare files and return the process to start for this context."""
@@ -91,6 +99,8 @@ class ServerImplementation:
             "workdir": str(ctx.workdir),
             "cert_dir": str(ctx.cert_dir),
             "server_name": ctx.server_name,
+            "tcp_congestion": ctx.tcp_congestion,
+            "max_streams": str(ctx.max_streams),
             **self.prepare(ctx),
         }
         argv = [part.format(**values) for part in self.argv_template]
@@ -103,7 +113,11 @@ class ServerImplementation:
 
     def supports(self, workload_kind: str) -> bool:
         """True when every route that workload needs is served."""
-        return ROUTES_BY_WORKLOAD.get(workload_kind, ROUTES_ALL) <= self.routes
+        return not self.missing_routes(workload_kind)
+
+    def missing_routes(self, workload_kind: str) -> list[str]:
+        """The route kinds that workload needs and this server does not serve, sorted."""
+        return sorted(ROUTES_BY_WORKLOAD.get(workload_kind, ROUTES_ALL) - self.routes)
 
 
 # --- reference ----------------------------------------------------------------------------
@@ -158,6 +172,7 @@ CADDY = ServerImplementation(
     early_data_header=False,
     prepare=_caddy_prepare,
     env=lambda ctx: caddy.env(ctx.workdir),
+    quic_congestion=go.QUIC_GO_CONGESTION,  # Caddy 2.6 links quic-go 0.29
 )
 
 
@@ -189,11 +204,16 @@ GO = ServerImplementation(
         "{key}",
         "--warm-bytes",
         "{warm_bytes}",
+        "--tcp-cc",
+        "{tcp_congestion}",
+        "--max-streams",
+        "{max_streams}",
     ),
     version_argv=tuple(go.version_argv()),
     routes=ROUTES_ALL,
     early_data_header=True,
     prepare=_go_prepare,
+    quic_congestion=go.QUIC_GO_CONGESTION,
 )
 
 

@@ -6,10 +6,17 @@ For every cell and repetition (`plan`):
     (with its readiness check) → for each protocol (h2,h3 on even repetitions, h3,h2 on odd)
     the emulator's link models restart from the cell's seed (`EmulatorProcess.reseed`: both
     protocols meet the same drop decisions by packet index — common random numbers), then the
-    agent (`python -m lab.run.agent`) runs in the client ns → the emulator stops → collect
+    agent (`python -m lab.run.agent`, or `lab-go-agent` for `client: go`) runs in the client
+    ns while an inet_diag sampler notes each TCP connection's congestion control and each UDP
+    socket's buffers (lab.net.inet_diag, lab.run.senders) → the emulator stops → collect
     (agent rows, CPU, each protocol's share of the drop log) → aggregates
     (lab.workloads.aggregate) → append_samples, mark_completed → teardown, always (an
     ExitStack: also on Ctrl-C, timeouts and crashes).
+
+Every cell runs its own `server`, `client` and `address_family` (matrix axes like any other);
+workloads its server cannot serve are left out and listed in run.json `skipped`
+(lab.run.skipped). The cell's `stack.tcp_congestion` is set on the end namespaces' routes
+(`congctl`), so every implementation's TCP uses it.
 
 The runner owns every lifetime: each teardown is registered with `lab.run.lifecycle.owned`, so
 it runs when the cell ends and, should the runner never get there, at interpreter exit. While
@@ -33,6 +40,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -44,18 +52,19 @@ from typing import Any
 
 import pandas as pd
 
-from lab.errors import PeerError, RunError, RunSetupError
+from lab.errors import HostNotCapable, PeerError, RunError, RunSetupError
 from lab.http.tls import ensure_certs
 from lab.link.emulator import EmulatorProcess
 from lab.link.netem import UnsupportedByNetem, netem_available, netem_commands
 from lab.net import nsenter
+from lab.net.inet_diag import Sampled, Sampler, Seen
 from lab.net.names import new_prefix
 from lab.net.runlock import RunLock
 from lab.net.topology import Topology
 from lab.net.workdir import create_workdir, workdir_path
-from lab.peers import registry
+from lab.peers import go, registry
 from lab.peers.proc import stop as stop_process
-from lab.peers.registry import ServerContext
+from lab.peers.registry import ServerContext, ServerImplementation
 from lab.results.meta import read_meta
 from lab.results.provenance import make_run_id
 from lab.results.reader import RunResults
@@ -85,6 +94,8 @@ from lab.run.records import (
     plan_record,
     shard_record,
 )
+from lab.run.senders import transport_record
+from lab.run.skipped import restore_indices, served, skipped_record
 from lab.run.stack import agent_config, cell_stack, reference_serve_args
 from lab.run.stack import stacks_info as _stacks_info
 from lab.scenario.matrix import expand_cells, resolved
@@ -147,6 +158,7 @@ class _Agent:
     log: Path
     limit: float  # seconds it may run after `go`
     wall_s: float = 0.0  # from `go` to its exit
+    indices: tuple[int, ...] = ()  # its workloads' positions in the scenario's list
 
     @property
     def label(self) -> str:
@@ -187,7 +199,6 @@ class Runner:
         self.quic_engine = quic_engine
         self.hooks = hooks or Hooks()
         self.agent_timeout_factor = agent_timeout_factor
-        self.impl = registry.get(scenario.server)
         self.prefix = new_prefix()  # of the run's lock and work directory (`run` makes both)
         self.workdir = workdir_path(self.prefix)
         self.cert_dir = self.workdir / "tls"
@@ -198,7 +209,10 @@ class Runner:
         SystemExit (after teardown); other failures are recorded in the outcome."""
         out = CellOutcome(cell.id, repetition, ok=False, seed=cell_seed(cell, repetition))
         t0 = time.monotonic()
-        topo = Topology(tun_steering=self.backend == "emulator")
+        topo = Topology(
+            tun_steering=self.backend == "emulator",
+            tcp_congestion=cell_stack(cell, self.quic_engine).tcp_congestion,
+        )
         out.prefix = topo.prefix
         current = {"cell": cell.id, "repetition": repetition, "prefix": topo.prefix}
         self.writer.update_meta(current=current)
@@ -238,6 +252,9 @@ class Runner:
         """Set up, run the agents, collect, mark completed; raises on any failure. Every
         process it starts is owned by `stack`."""
         t0 = time.monotonic()
+        if not served(cell).workloads:  # its server serves none of them (run.json `skipped`)
+            self._complete(out, t0)
+            return
         tag = f"{cell.id}-{repetition}"
         logs = self.writer.path / "logs"
         logs.mkdir(exist_ok=True)
@@ -256,7 +273,8 @@ class Runner:
             for protocol in protocol_order(cell.scenario.protocols, repetition)
         ]
         waiting = [Child(a.label, a.proc.poll, a.log) for a in agents]
-        self._wait_server(topo, server, server_ctx, server_log, [*watched, *waiting])
+        impl = self.implementation(cell)
+        self._wait_server(impl, topo, server, server_ctx, server_log, [*watched, *waiting])
         watched += [Child("server", server.poll, server_log), *waiting]
         out.setup_s = time.monotonic() - t0
         results: list[tuple[str, dict[str, Any]]] = []
@@ -268,7 +286,7 @@ class Runner:
                 if phase_starts:  # the last protocol's connection close must not get index 0
                     time.sleep(SETTLE_RTTS * cell.link.base_rtt_ms / 1e3 + SETTLE_EXTRA_S)
                 phase_starts.append(emu.reseed())  # the same link decisions for each protocol
-            result = self._run_agent(agent, watched)
+            result = self._run_sampled(topo, cell, agent, watched, out)
             out.workload_s += sum(w["wall_s"] for w in result["workloads"])
             results.append((agent.protocol, result))
         self.hooks.phase("collect")
@@ -285,7 +303,7 @@ class Runner:
                 cell,
                 repetition,
                 protocol,
-                self.impl.name,
+                impl.name,
                 result,
                 emulator=emu is not None,
                 drops=drops,
@@ -328,13 +346,20 @@ class Runner:
             if p.returncode != 0:
                 raise RunError(f"{' '.join(argv)}: {p.stderr.strip()}")
 
+    def implementation(self, cell: Cell) -> ServerImplementation:
+        """The server implementation of `cell` (its `server:`, a matrix axis like any other)."""
+        return registry.get(cell.scenario.server)
+
     def server_context(self, cell: Cell) -> ServerContext:
+        stack = cell_stack(cell, self.quic_engine)
         return ServerContext(
-            host="::",
+            host="::",  # dual-stack: the cell's address_family picks the clients' address
             port=SERVER_PORT,
             workdir=self.workdir / "server",
             cert_dir=self.cert_dir,
             bytes_sizes=bytes_sizes(cell),
+            tcp_congestion=stack.tcp_congestion,
+            max_streams=stack.max_concurrent_streams,
         )
 
     def _spawn_server(
@@ -343,9 +368,10 @@ class Runner:
         """Start the server in the server namespace (not yet ready; owned by `stack`);
         (process, context)."""
         ctx = self.server_context(cell)
-        spec = self.impl.launch(ctx)
+        impl = self.implementation(cell)
+        spec = impl.launch(ctx)
         argv = list(spec.argv)
-        if self.impl.name == "reference":
+        if impl.name == "reference":
             argv += reference_serve_args(cell_stack(cell, self.quic_engine))
         env = {**os.environ, **spec.env}
         with open(log, "wb") as f:
@@ -363,6 +389,7 @@ class Runner:
 
     def _wait_server(
         self,
+        impl: ServerImplementation,
         topo: Topology,
         proc: subprocess.Popen[bytes],
         ctx: ServerContext,
@@ -377,7 +404,7 @@ class Runner:
                 raise PeerError(f"server exited with {proc.returncode}: {tail(log)}")
             check_alive(watched, "the server's start")
             with nsenter.enter(topo.server_ns):
-                if self.impl.ready(ctx, timeout_s=0.2):
+                if impl.ready(ctx, timeout_s=0.2):
                     return
             if time.monotonic() > deadline:
                 raise PeerError(f"server not ready after {SERVER_READY_TIMEOUT_S} s: {tail(log)}")
@@ -396,14 +423,16 @@ class Runner:
         """Start the agent of one protocol (owned by `stack`); it loads and waits for `go`
         (see `_run_agent`)."""
         out_file = self.workdir / f"{tag}-{protocol}.json"
+        work = served(cell)
         cfg = agent_config(
             cell,
             self.quic_engine,
+            workloads=work.workloads,
             protocol=protocol,
-            host=topo.server_v4,
+            host=server_address(topo, cell),
             port=SERVER_PORT,
             ca_file=str(self.cert_dir / "ca.pem"),  # every server gets the lab's leaf
-            early_data_header=self.impl.early_data_header,
+            early_data_header=self.implementation(cell).early_data_header,
             server_pid=server_pid,
             emulator_pid=emulator_pid,
             out=str(out_file),
@@ -415,9 +444,9 @@ class Runner:
         rate = effective_rate(cell)
         limit = sum(
             self.agent_timeout_factor * estimate_s(w, cfg.base_rtt_ms, rate) + 25
-            for w in cell.workloads
+            for w in work.workloads
         )
-        argv = [sys.executable, "-m", "lab.run.agent", "--config", str(cfg_file), "--wait-go"]
+        argv = agent_argv(cell, cfg_file)
         with open(log, "wb") as f:
             proc = subprocess.Popen(
                 topo.run_in(topo.client_ns, argv),
@@ -428,7 +457,7 @@ class Runner:
             )
         stop = functools.partial(stop_process, proc, AGENT_STOP_GRACE_S)
         owned(stack, f"{protocol} agent {proc.pid}", stop)
-        return _Agent(protocol, proc, out_file, log, limit)
+        return _Agent(protocol, proc, out_file, log, limit, indices=work.indices)
 
     def _run_agent(self, agent: _Agent, watched: Sequence[Child]) -> dict[str, Any]:
         """Wait for the agent's `ready`, say `go`, wait for it to finish while watching the
@@ -456,7 +485,51 @@ class Runner:
             proc.stdout.close()
         if rc != 0 or not agent.out_file.exists():
             raise RunError(f"{agent.protocol} agent exited with {rc}: {tail(agent.log)}")
-        return json.loads(agent.out_file.read_text())
+        return restore_indices(json.loads(agent.out_file.read_text()), agent.indices)
+
+    def _run_sampled(
+        self,
+        topo: Topology,
+        cell: Cell,
+        agent: _Agent,
+        watched: Sequence[Child],
+        out: CellOutcome,
+    ) -> dict[str, Any]:
+        """`_run_agent` with the inet_diag sampler running beside it; what the senders used
+        goes into `out.transport[protocol]` (also when the agent fails)."""
+        family = socket.AF_INET6 if cell.scenario.address_family == "ipv6" else socket.AF_INET
+        sampler: Sampler | None = None
+        unavailable = Sampled(Seen(), Seen(), 0, 0.0)
+        try:
+            sampler = Sampler(
+                topo.server_ns,
+                topo.client_ns,
+                SERVER_PORT,
+                transports=("tcp",) if agent.protocol == "h2" else ("udp",),
+                client_families=(family,),
+            ).start()
+        except OSError as e:  # no sock_diag here: the run goes on without the measurement
+            unavailable.error = f"inet_diag unavailable: {e}"
+        result: dict[str, Any] = {}
+        try:
+            result = self._run_agent(agent, watched)
+        finally:
+            out.transport[agent.protocol] = transport_record(
+                agent.protocol,
+                server=cell.scenario.server,
+                client=cell.scenario.client,
+                stack=cell_stack(cell, self.quic_engine),
+                sampled=sampler.stop() if sampler is not None else unavailable,
+                agent_result=result,
+            )
+        return result
+
+    def _complete(self, out: CellOutcome, t0: float) -> None:
+        """Mark a pair completed that has nothing to run (every workload skipped)."""
+        out.ok = True
+        out.setup_s = time.monotonic() - t0
+        self._stage_record(out)
+        self.writer.mark_completed(out.cell, out.repetition)
 
     # the whole run ----------------------------------------------------------------------
     def run(self, pairs: Sequence[tuple[Cell, int]]) -> tuple[list[CellOutcome], bool]:
@@ -525,24 +598,54 @@ def phase_drops(drops: pd.DataFrame, starts_ns: Sequence[int]) -> list[pd.DataFr
     ]
 
 
+# --- a cell's client side -----------------------------------------------------------------
+def server_address(topo: Topology, cell: Cell) -> str:
+    """The server address the cell's clients connect to: IPv4 or IPv6 (`address_family`)."""
+    return topo.server_v6 if cell.scenario.address_family == "ipv6" else topo.server_v4
+
+
+def agent_argv(cell: Cell, config_file: Path) -> list[str]:
+    """The agent of the cell's `client`: `python -m lab.run.agent` (lab) or lab-go-agent (go);
+    both read the same config and speak the same ready/go protocol on stdin/stdout."""
+    if cell.scenario.client == "go":
+        return go.agent_argv(config_file, wait_go=True)
+    return [sys.executable, "-m", "lab.run.agent", "--config", str(config_file), "--wait-go"]
+
+
+def check_go_built(cells: Sequence[Cell]) -> None:
+    """Raise HostNotCapable when a cell runs `server: go` or `client: go` and the Go programs
+    are not built from the current sources (scripts/build-go.sh builds them)."""
+    if not any("go" in (c.scenario.server, c.scenario.client) for c in cells):
+        return
+    status = go.build_status()
+    if not status.built:
+        raise HostNotCapable(f"the scenario runs the Go stacks, not ready: {status.detail}")
+
+
 # --- metadata -----------------------------------------------------------------------------
-def stacks_info(
-    server: str, cells: Sequence[Cell], quic_engine: str | None = None
-) -> dict[str, Any]:
-    """lab.run.stack.stacks_info with an external server's version line, asked from its binary
-    (`version_argv`, 5 s at most; None when that fails)."""
-    version = None if server == "reference" else server_version(server)
-    return _stacks_info(server, cells, quic_engine, server_version=version)
+def stacks_info(cells: Sequence[Cell], quic_engine: str | None = None) -> dict[str, Any]:
+    """lab.run.stack.stacks_info with the version line of every external server and of the
+    Go agent, asked from their binaries (5 s at most each; None when that fails)."""
+    versions: dict[str, str | None] = {
+        server: server_version(server)
+        for server in dict.fromkeys(c.scenario.server for c in cells)
+        if server != "reference"
+    }
+    if any(c.scenario.client == "go" for c in cells):
+        versions["go_agent"] = version_line([str(go.AGENT_BINARY), "--version"])
+    return _stacks_info(cells, quic_engine, versions=versions)
 
 
 def server_version(server: str) -> str | None:
     """The first output line of the implementation's `version_argv` (None when it fails)."""
-    impl = registry.get(server)
+    return version_line(registry.get(server).version_argv)
+
+
+def version_line(argv: Sequence[str]) -> str | None:
+    """The first output line of `argv` (None when it fails or prints nothing)."""
     version = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        p = subprocess.run(
-            list(impl.version_argv), capture_output=True, text=True, timeout=5, check=False
-        )
+        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=5, check=False)
         version = (p.stdout or p.stderr).strip().splitlines()[0] if (p.stdout or p.stderr) else None
     return version
 
@@ -590,14 +693,17 @@ def planned_pairs(cells: list[Cell], repeat: int, shard: Shard | None) -> list[t
 
 def prepare(scenario: Scenario, scenario_file: str | None, options: RunOptions) -> Prepared:
     """Create the run directory and run.json for a new run."""
+    cells = expand_cells(scenario)
     try:
-        impl = registry.get(scenario.server)
+        for server in dict.fromkeys(c.scenario.server for c in cells):
+            registry.get(server)
     except KeyError as e:
         raise RunSetupError(str(e.args[0])) from None
-    unsupported = sorted({w.kind for w in scenario.workloads if not impl.supports(w.kind)})
-    if unsupported:
-        raise RunSetupError(f"server {impl.name!r} cannot serve workload(s) {unsupported}")
-    cells = expand_cells(scenario)
+    skipped = skipped_record(cells)
+    if not any(served(c).workloads for c in cells):  # a run with nothing to run is a mistake
+        why = "; ".join(sorted({f"{s['workload']}: {s['reason']}" for s in skipped}))
+        raise RunSetupError(f"no cell has a workload its server can serve ({why})")
+    check_go_built(cells)
     repeat = options.repeat or scenario.repeat
     backend = options.backend or default_backend()
     check_backend(backend, cells)
@@ -617,17 +723,23 @@ def prepare(scenario: Scenario, scenario_file: str | None, options: RunOptions) 
                 "axes": c.axes,
                 "link": c.link.model_dump(mode="json"),
                 "stack": cell_stack(c, options.quic_engine).model_dump(mode="json"),
+                "server": c.scenario.server,
+                "client": c.scenario.client,
+                "address_family": c.scenario.address_family,
             }
             for c in cells
         ],
         scenario_file=scenario_file,
         impairment=impairment_info(backend, cells),
-        stacks=stacks_info(scenario.server, cells, options.quic_engine),
+        stacks=stacks_info(cells, options.quic_engine),
         extra={
             "repeat": repeat,
             "quic_engine": cell_stack(cells[0], options.quic_engine).quic_engine,
             "quic_engine_override": options.quic_engine,
             "implementation": scenario.server,
+            "client": scenario.client,
+            # workloads a cell's server cannot serve: left out, with the reason
+            "skipped": skipped,
             # each protocol's phase restarts the emulator's link models from the seed (netem
             # cannot be restarted from a seed)
             "link_model_reseeded_per_protocol": backend == "emulator",

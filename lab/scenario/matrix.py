@@ -84,7 +84,7 @@ def _axis_targets(doc: dict[str, Any], key: str) -> list[tuple[Hashable, ...]]:
     kinds = ", ".join(WORKLOAD_KINDS)
     raise ValueError(
         f"addresses no field: an axis starts with link, uplink, downlink, stack, seed, "
-        f"protocols, server or a workload kind ({kinds})"
+        f"protocols, server, client, address_family or a workload kind ({kinds})"
     )
 
 

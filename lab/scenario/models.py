@@ -24,6 +24,12 @@ Protocol = Literal["h2", "h3"]
 # import peers (it is above), and a test keeps the two equal.
 ServerName = Literal["reference", "caddy", "go"]
 KNOWN_SERVERS: tuple[str, ...] = typing.get_args(ServerName)
+# The clients: the lab's own (`python -m lab.run.agent`: h2 + aioquic/qh3) or the Go agent
+# (`lab-go-agent`: x/net/http2 + quic-go, as client-go would use them).
+ClientName = Literal["lab", "go"]
+KNOWN_CLIENTS: tuple[str, ...] = typing.get_args(ClientName)
+# Which of the topology's addresses the clients connect to (every server listens on both).
+AddressFamily = Literal["ipv4", "ipv6"]
 
 _TCP_CA_NAME_MAX = 15  # Linux's TCP_CA_NAME_MAX (16) less the terminating NUL
 _C_INT_MAX = 2**31 - 1  # setsockopt() takes a C int
@@ -34,7 +40,9 @@ class StackSpec(StrictModel):
     """Settings of the reference server and of the lab's clients (both ends alike).
 
     The defaults are today's behaviour. `lab run --quic-engine` overrides `quic_engine`.
-    External servers (caddy) keep their own defaults; only the lab's clients follow these.
+    `tcp_congestion` holds for every implementation: the runner also sets it on the routes of
+    the server and client namespaces (`congctl`), so Caddy's and Go's TCP use it too. External
+    servers keep their own defaults otherwise (quic-go's QUIC controller is fixed).
     """
 
     tcp_congestion: Annotated[  # TCP_CONGESTION
@@ -62,6 +70,8 @@ class Scenario(StrictModel):
     downlink: DirectionSpec | None = None  # server → client
     protocols: Annotated[list[Protocol], Field(min_length=1)] = ["h2", "h3"]
     server: ServerName = "reference"
+    client: ClientName = "lab"
+    address_family: AddressFamily = "ipv4"
     workloads: Annotated[list[Workload], Field(min_length=1, max_length=MAX_WORKLOADS)]
     stack: StackSpec = StackSpec()  # stack settings (congestion control, TCP_NOTSENT_LOWAT, …)
     # axis (dotted field path) → values; cells are the cartesian product, first axis slowest
