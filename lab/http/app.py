@@ -49,6 +49,8 @@ class ResponseWriter(Protocol):
 
 
 SAFE_IN_EARLY_DATA = frozenset({"GET", "HEAD", "OPTIONS"})
+# RFC 8470 §5.1: a request an intermediary forwarded from early data carries `Early-Data: 1`
+EARLY_DATA_REQUEST_HEADER = "early-data"
 _HEADER_OVERHEAD_BYTES = 32  # per entry, as HPACK/QPACK size header lists (RFC 7541 §4.1)
 _MAX_WATCH_INTERVAL_MS = 3_600_000
 
@@ -183,6 +185,20 @@ async def _healthz(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match[str
     await w.respond(200, b"ok", [("content-type", "text/plain")])
 
 
+class _Counter:
+    """The side effect the 0-RTT replay checks watch: one integer per server process."""
+
+    value = 0
+
+
+async def _counter(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match[str]) -> None:
+    """POST increments the counter, GET reads it; the body is the value and a newline."""
+    if r.method.upper() == "POST":
+        _Counter.value += 1
+    body = f"{_Counter.value}\n".encode()
+    await w.respond(200, body, [("content-type", "text/plain"), ("cache-control", "no-store")])
+
+
 _Route = Callable[[Request, _Responder, ServerConfig, re.Match[str]], Awaitable[None]]
 _GET = frozenset({"GET", "HEAD"})
 ROUTES: tuple[tuple[re.Pattern[str], frozenset[str], _Route], ...] = (
@@ -191,6 +207,7 @@ ROUTES: tuple[tuple[re.Pattern[str], frozenset[str], _Route], ...] = (
     (re.compile(r"/api/v1/watch/namespaces/(?P<ns>[^/]+)/pods"), _GET, _pod_watch),
     (re.compile(r"/echo"), frozenset({"POST", "PUT"}), _echo),
     (re.compile(r"/healthz"), _GET, _healthz),
+    (re.compile(r"/counter"), _GET | {"POST"}, _counter),
 )
 
 
@@ -200,6 +217,13 @@ def _route(path: str) -> tuple[frozenset[str], _Route, re.Match[str]] | None:
         if m:
             return methods, fn, m
     return None
+
+
+def marked_early(request: Request) -> bool:
+    """True when the request arrived in 0-RTT here, or says it did on a previous hop."""
+    return request.early_data or any(
+        n == EARLY_DATA_REQUEST_HEADER and v.strip() == "1" for n, v in request.headers
+    )
 
 
 def common_headers(request: Request, config: ServerConfig) -> list[tuple[str, str]]:
@@ -213,16 +237,16 @@ def common_headers(request: Request, config: ServerConfig) -> list[tuple[str, st
 async def handle(request: Request, writer: ResponseWriter, config: ServerConfig) -> None:
     """Answer one request on `writer`: 0-RTT policy, limits, routing, common headers.
 
-    Unsafe methods in early data get 425 Too Early and never reach a route (RFC 8470,
-    RFC 9114 §10.9). PeerGone from the writer ends the exchange quietly; other errors in a
-    route answer 500 if the head is not out yet, else propagate so the front end resets the
-    stream.
+    Unsafe methods in early data, or marked `Early-Data: 1` by a previous hop, get 425 Too
+    Early and never reach a route (RFC 8470 §5.1, §5.2; RFC 9114 §10.9). PeerGone from the
+    writer ends the exchange quietly; other errors in a route answer 500 if the head is not out
+    yet, else propagate so the front end resets the stream.
     """
     method = request.method.upper()
     w = _Responder(writer, common_headers(request, config), head=method == "HEAD")
     try:
         try:
-            if request.early_data and method not in SAFE_IN_EARLY_DATA:
+            if marked_early(request) and method not in SAFE_IN_EARLY_DATA:
                 raise HttpError(425, "too early: unsafe method in 0-RTT data")
             if header_list_size(request.headers) > config.max_request_header_bytes:
                 raise HttpError(431, "request header fields too large")

@@ -3,6 +3,9 @@
 `ensure_certs()` issues (once, then reuses) a CA and a leaf signed by it into a cache directory.
 The leaf is not a CA (some clients reject a CA-flagged leaf) and names localhost, the loopback
 addresses and the lab's namespace server addresses. Private keys are written with mode 0600.
+`pad_bytes` makes the leaf at least that much larger (a non-critical extension of zero bytes that
+clients ignore): a certificate chain too large for a server's first flight under QUIC's 3×
+anti-amplification limit, for `lab conform`'s Q-05.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ H2_ALPN = ("h2", "http/1.1")
 _VALID_DAYS = 825  # the leaf's
 _CA_VALID_DAYS = 3650
 _RENEW_BEFORE = dt.timedelta(days=7)
+# the padding extension's OID, under the Internet "experimental" arc (1.3.6.1.3, RFC 1155); small
+# arcs: GnuTLS and Go's crypto/x509 refuse OID arcs beyond 32 / 31 bits
+PAD_OID = x509.ObjectIdentifier("1.3.6.1.3.8470.1")
 
 
 @dataclass(frozen=True)
@@ -117,14 +123,37 @@ def _issue_ca(paths: CertPaths) -> tuple[x509.Certificate, ec.EllipticCurvePriva
     return cert, key
 
 
+def _octet_string(n: int) -> bytes:
+    """DER OCTET STRING of n zero bytes (the padding extension's value)."""
+    size = n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big")
+    length = size if n < 0x80 else bytes([0x80 | len(size)]) + size
+    return b"\x04" + length + bytes(n)
+
+
+def _padding(cert: x509.Certificate) -> int:
+    """Bytes of padding in the certificate (0 without the extension)."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(PAD_OID).value
+    except x509.ExtensionNotFound:
+        return 0
+    return len(ext.value) if isinstance(ext, x509.UnrecognizedExtension) else 0
+
+
 def _issue_leaf(
-    paths: CertPaths, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, sans: Sequence[str]
+    paths: CertPaths,
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    sans: Sequence[str],
+    pad_bytes: int = 0,
 ) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab server")])
+    builder = _builder(name, ca.subject, key, _VALID_DAYS)
+    if pad_bytes > 0:
+        padding = x509.UnrecognizedExtension(PAD_OID, _octet_string(pad_bytes))
+        builder = builder.add_extension(padding, critical=False)
     cert = (
-        _builder(name, ca.subject, key, _VALID_DAYS)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(_san_entries(sans)), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(_key_usage(ca=False), critical=True)
@@ -138,8 +167,11 @@ def _issue_leaf(
     write_bytes(paths.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
-def _usable(cert_file: Path, sans: Sequence[str], issuer: x509.Certificate | None) -> bool:
-    """The certificate exists, is valid for a while yet, names all `sans` and fits the issuer."""
+def _usable(
+    cert_file: Path, sans: Sequence[str], issuer: x509.Certificate | None, pad_bytes: int = 0
+) -> bool:
+    """The certificate exists, is valid for a while yet, names all `sans`, fits the issuer and
+    carries at least `pad_bytes` of padding."""
     try:
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
     except (OSError, ValueError):
@@ -154,13 +186,16 @@ def _usable(cert_file: Path, sans: Sequence[str], issuer: x509.Certificate | Non
         have = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
         if not set(_san_entries(sans)) <= have:
             return False
-    return True
+    return _padding(cert) >= pad_bytes
 
 
-def ensure_certs(cert_dir: Path | None = None, extra_sans: Sequence[str] = ()) -> CertPaths:
+def ensure_certs(
+    cert_dir: Path | None = None, extra_sans: Sequence[str] = (), pad_bytes: int = 0
+) -> CertPaths:
     """The lab's CA and leaf in `cert_dir` (default ~/.cache/lab/tls), issued on first use.
 
-    Reused while valid; the leaf is re-issued when it lacks one of the requested SANs.
+    Reused while valid; the leaf is re-issued when it lacks one of the requested SANs or has
+    less than `pad_bytes` of padding (so a padded leaf also serves callers that ask for none).
     Safe against concurrent callers (a lock file in the directory).
     """
     cert_dir = Path(cert_dir) if cert_dir is not None else DEFAULT_CERT_DIR
@@ -176,8 +211,8 @@ def ensure_certs(cert_dir: Path | None = None, extra_sans: Sequence[str] = ()) -
             assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         else:
             ca, ca_key = _issue_ca(paths)
-        if not (_usable(paths.cert, sans, ca) and paths.key.exists()):
-            _issue_leaf(paths, ca, ca_key, sans)
+        if not (_usable(paths.cert, sans, ca, pad_bytes) and paths.key.exists()):
+            _issue_leaf(paths, ca, ca_key, sans, pad_bytes)
     finally:
         os.close(lock_fd)
     return paths
