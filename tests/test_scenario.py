@@ -348,7 +348,9 @@ HOSTILE: dict[str, tuple[str, int, str]] = {
     "duration_inf": ("name: t\nworkloads:\n  - kind: watch\n    duration_s: .inf\n", 4, "finite"),
     "bytes_1e18": ("name: t\nworkloads: [{kind: bulk, bytes: 1000000000000000000}]\n", 2, "bytes"),
     "long_name": ("name: " + "n" * 300 + "\n" + WL, 1, "name: string should have at most 64"),
-    "unknown_server": ("name: t\nserver: nginx\n" + WL, 2, "'reference', 'caddy' or 'go' (got 'nginx')"),
+    "unknown_server": (
+        "name: t\nserver: nginx\n" + WL, 2, "'reference', 'caddy' or 'go' (got 'nginx')"
+    ),
 }  # fmt: skip
 
 
