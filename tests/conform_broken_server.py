@@ -160,7 +160,9 @@ class H2Writer:
         fields = [(":status", str(status)), *self.conn.server.response_headers(headers)]
         await self.conn.send(_frame(0x1, 0x4, self.sid, self.conn.encoder.encode(fields)))
 
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+    async def send_data(
+        self, data: bytes, end_stream: bool = False, *, stamp_ns: int | None = None
+    ) -> None:
         view = memoryview(data)
         chunks = [view[i : i + 16_384] for i in range(0, len(view), 16_384)] or [view]
         for i, chunk in enumerate(chunks):  # no flow control at all
@@ -385,7 +387,9 @@ class H3Writer:
         self.conn.h3.send_headers(self.sid, fields)
         self.conn.transmit()
 
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+    async def send_data(
+        self, data: bytes, end_stream: bool = False, *, stamp_ns: int | None = None
+    ) -> None:
         if (
             self.first
             and data

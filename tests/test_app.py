@@ -36,7 +36,9 @@ class FakeWriter:
         self.status = status
         self.headers = dict(headers)
 
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+    async def send_data(
+        self, data: bytes, end_stream: bool = False, *, stamp_ns: int | None = None
+    ) -> None:
         assert self.status is not None, "data before headers"
         assert not self.ended, "data after end_stream"
         if self._fail_after is not None and len(self.chunks) >= self._fail_after:
@@ -227,7 +229,9 @@ def test_watch_is_scheduled_on_absolute_deadlines():
     times: list[float] = []
 
     class SlowWriter(FakeWriter):
-        async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+        async def send_data(
+            self, data: bytes, end_stream: bool = False, *, stamp_ns: int | None = None
+        ) -> None:
             times.append(trio.current_time())
             await trio.sleep(0.004)  # 4 ms of a 10 ms interval spent sending
             await super().send_data(data, end_stream)

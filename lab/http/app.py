@@ -44,8 +44,12 @@ class ResponseWriter(Protocol):
     async def send_headers(self, status: int, headers: list[tuple[str, str]]) -> None:
         """Send the response head; call once, first."""
 
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
-        """Send body bytes, honouring flow control; end_stream closes the response."""
+    async def send_data(
+        self, data: bytes, end_stream: bool = False, *, stamp_ns: int | None = None
+    ) -> None:
+        """Send body bytes, honouring flow control; end_stream closes the response. `stamp_ns`:
+        the watch event's sent_ns (CLOCK_MONOTONIC ns) when `data` is one event; a server that
+        can tells when these bytes left in a packet (lab.http.departure_log)."""
 
 
 SAFE_IN_EARLY_DATA = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -83,14 +87,16 @@ class _Responder:
         self.headers_sent = True
         await self._writer.send_headers(status, headers + self._common)
 
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
+    async def send_data(
+        self, data: bytes, end_stream: bool = False, *, stamp_ns: int | None = None
+    ) -> None:
         if self._head:
             data = b""
             if not end_stream:
                 return
         if end_stream:
             self.ended = True
-        await self._writer.send_data(data, end_stream)
+        await self._writer.send_data(data, end_stream, stamp_ns=stamp_ns)
 
     async def respond(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
         """A complete response with a known body."""
@@ -170,9 +176,10 @@ async def _pod_watch(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match[s
     seq = 0
     while count == 0 or seq < count:
         await trio.sleep_until(start + seq * interval_s)  # absolute deadlines: no drift
-        line = pods.watch_event(ns, seq, r.stream_id, time.monotonic_ns())
+        sent_ns = time.monotonic_ns()
+        line = pods.watch_event(ns, seq, r.stream_id, sent_ns)
         seq += 1
-        await w.send_data(line, end_stream=seq == count)
+        await w.send_data(line, end_stream=seq == count, stamp_ns=sent_ns)
 
 
 async def _echo(r: Request, w: _Responder, cfg: ServerConfig, m: re.Match[str]) -> None:

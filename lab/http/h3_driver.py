@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -27,6 +27,19 @@ DRAIN_CAP_S = 2.0  # a closing connection is dropped after this even if the engi
 
 class StreamClosedError(PeerGone):
     """The stream was reset by the peer or its connection ended while writing."""
+
+
+class DepartureStamps(Protocol):
+    """When watch events left in a datagram (a server that stamps them; lab.http.h3_server)."""
+
+    def queued(self, stream_id: int, stamp_ns: int) -> None:
+        """The event stamped `stamp_ns` was just handed to the engine on `stream_id`."""
+
+    def covered(self) -> list[int]:
+        """The stamps of the events whose last byte the datagrams just built carry."""
+
+    def left(self, stamps: list[int], left_ns: int) -> None:
+        """Those events' datagrams went to the socket at `left_ns` (CLOCK_MONOTONIC ns)."""
 
 
 class QuicDriver:
@@ -47,6 +60,7 @@ class QuicDriver:
         # backlog above which a writer waits: the engine's buffer must cover the bandwidth-delay
         # product (aioquic counts unacknowledged bytes, qh3 only unsent ones)
         self.high_water_bytes = 4 * 1024 * 1024 if engine.name == "aioquic" else 1024 * 1024
+        self.departures: DepartureStamps | None = None  # None: events are not stamped
 
     # --- receiving -------------------------------------------------------------------------
 
@@ -124,8 +138,15 @@ class QuicDriver:
             self.fail(exc)
             return
         self._rearm()
+        stamps = self.departures
+        # the events these datagrams carry, and when they go to the socket: taken before the
+        # send (a send that waits on a full socket buffer is not counted); logged after it
+        departed = stamps.covered() if stamps is not None else None
+        left_ns = time.monotonic_ns() if departed else 0
         if datagrams:
             await self.endpoint.send_many(datagrams)
+        if stamps is not None and departed:
+            stamps.left(departed, left_ns)
 
     def wake(self) -> None:
         """Wake the writers waiting for flow-control / congestion progress (call after input
@@ -144,8 +165,11 @@ class QuicDriver:
         """True when nothing more can be written on a stream."""
         return self.terminated or stream_id in self.reset_streams or is_closing(self.quic)
 
-    async def write_body(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+    async def write_body(
+        self, stream_id: int, data: bytes, end_stream: bool, stamp_ns: int | None = None
+    ) -> None:
         """Write body bytes as H3 DATA, waiting while the engine's send backlog is high.
+        `stamp_ns`: the bytes are one watch event with that stamp, for `departures`.
 
         Raises StreamClosedError when the peer reset the stream or the connection ended.
         """
@@ -164,6 +188,8 @@ class QuicDriver:
                 self.h3.send_data(stream_id, bytes(chunk), end_stream=end_stream and last)
             except self.engine.connection.QuicConnectionError as exc:
                 raise StreamClosedError(str(exc)) from exc
+            if last and stamp_ns is not None and self.departures is not None:
+                self.departures.queued(stream_id, stamp_ns)
             await self.transmit()
             if last:
                 return

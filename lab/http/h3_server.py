@@ -12,7 +12,10 @@ State for connections that have not finished their handshake ("half-open") is bo
 `config.quic_limits` (lab.http.h3_admission decides which datagrams may create it: garbage never
 does, Retry above a threshold, a hard cap); a half-open connection is discarded silently after
 `handshake_timeout_s`. Events are counted (lab.http.h3_stats) and logged once per second; the
-totals are logged at shutdown.
+totals are logged at shutdown. With `LAB_QUIC_SENDER_LOG` set (by the runner), each
+connection's congestion window and bytes in flight are sampled to that file (lab.http.sender_log).
+With `LAB_DEPARTURE_LOG` set, each watch event's departure in a datagram is logged there
+(lab.http.h3_departures; aioquic only).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from typing import Any, TextIO
 import trio
 
 from lab.http.app import Request, ResponseWriter, respond_error
+from lab.http.departure_log import departure_log
 from lab.http.h3_admission import Admission, Gate, InitialHeader
+from lab.http.h3_departures import departure_stamps
 from lab.http.h3_driver import QuicDriver, StreamClosedError
 from lab.http.h3_stats import STATS_INTERVAL_S, H3Stats
 from lab.http.memory import release_freed_memory
@@ -41,6 +46,12 @@ from lab.http.quic_engine import (
     load_engine,
 )
 from lab.http.quic_initial import invalid_token_close
+from lab.http.sender_log import (
+    SENDER_LOG_ENV,
+    SENDER_LOG_HEADER,
+    SENDER_SAMPLE_INTERVAL_S,
+    write_samples,
+)
 from lab.http.settings import ServerConfig
 from lab.http.tls import keylog_file
 from lab.http.udp import UdpEndpoint
@@ -111,14 +122,17 @@ class _Writer:
         stream.headers_sent = True
         await conn.transmit()
 
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
-        """Send body bytes, waiting on QUIC flow control; end_stream finishes the response."""
+    async def send_data(
+        self, data: bytes, end_stream: bool = False, *, stamp_ns: int | None = None
+    ) -> None:
+        """Send body bytes, waiting on QUIC flow control; end_stream finishes the response;
+        `stamp_ns` (one watch event) is logged when the bytes leave (lab.http.h3_departures)."""
         stream = self._stream
         if not stream.headers_sent:
             raise RuntimeError("send_data before send_headers")
         if stream.ended:
             raise RuntimeError("response already ended")
-        await self._conn.write_body(stream.stream_id, data, end_stream)
+        await self._conn.write_body(stream.stream_id, data, end_stream, stamp_ns)
         if end_stream:
             stream.ended = True
 
@@ -130,6 +144,7 @@ class _ServerConnection(QuicDriver):
         self, server: _H3Server, quic: Any, addr: Any, cids: list[bytes], nursery: trio.Nursery
     ) -> None:
         super().__init__(server.engine, quic, server.endpoint)
+        self.departures = departure_stamps(server.engine.name, quic, server.departure_log)
         self.server = server
         self.addr = addr
         self.cids: set[bytes] = set(cids)
@@ -316,6 +331,7 @@ class _H3Server:
         self.burst_half_open = 0  # the half-open peak since memory was last given back
         self.limits = config.quic_limits
         self.stats = H3Stats()
+        self.departure_log = departure_log()  # None unless the runner asked for stamps
         self.accepting = True
         self._idle = trio.Event()
         cfg = self.engine.make_configuration(
@@ -470,6 +486,19 @@ class _H3Server:
             for line in self.stats.tick_lines(len(self.connections), len(self.half_open)):
                 log.info("%s", line)
 
+    async def sample_senders(self, path: str) -> None:
+        """Append each connection's congestion window and bytes in flight to `path` every
+        SENDER_SAMPLE_INTERVAL_S (lab.http.sender_log; runs forever)."""
+        with open(path, "w", encoding="ascii") as out:
+            out.write(SENDER_LOG_HEADER)
+            while True:
+                try:
+                    write_samples(out, ((id(c), c.quic) for c in self.connections))
+                except Exception as e:  # a measurement must never take the server down
+                    log.warning("sender sampling stopped: %s: %s", type(e).__name__, e)
+                    return
+                await trio.sleep(SENDER_SAMPLE_INTERVAL_S)
+
     def forget(self, conn: _ServerConnection) -> None:
         """Drop a terminated connection from the routing table."""
         self.connections.discard(conn)
@@ -522,6 +551,9 @@ async def serve_h3(
             nursery.start_soon(server.receive_loop)
             nursery.start_soon(server.expire_half_open)
             nursery.start_soon(server.report_stats)
+            sender_log = os.environ.get(SENDER_LOG_ENV)
+            if sender_log:
+                nursery.start_soon(server.sample_senders, sender_log)
             task_status.started(endpoint.local_address[:2])
             log.info("h3 listening on %s (engine %s)", endpoint.local_address, server.engine.name)
             await shutdown.wait()
