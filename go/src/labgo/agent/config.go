@@ -26,11 +26,12 @@ type agentConfig struct {
 	TimeoutFactor    float64           `json:"timeout_factor"`
 }
 
-// stackSpec is the part of lab.scenario.models.StackSpec a Go client can apply.
+// stackSpec is the part of lab.scenario.models.StackSpec a Go client can apply. Not
+// `quic_congestion_control` (aioquic's setting): quic-go 0.29 has one fixed controller, NewReno
+// (see quicCongestion), so the key is ignored.
 type stackSpec struct {
 	TCPCongestion        string `json:"tcp_congestion"`          // TCP_CONGESTION of h2 sockets
 	TCPNotsentLowatBytes *int   `json:"tcp_notsent_lowat_bytes"` // nil: the kernel's default
-	QuicCongestion       string `json:"quic_congestion_control"` // quic-go has CUBIC only
 	MaxConcurrentStreams int    `json:"max_concurrent_streams"`
 }
 
@@ -39,7 +40,7 @@ func loadConfig(data []byte) (*agentConfig, error) {
 		ServerName:      "localhost",
 		EarlyDataHeader: true,
 		TimeoutFactor:   4.0,
-		Stack:           stackSpec{TCPCongestion: "cubic", QuicCongestion: "cubic", MaxConcurrentStreams: 100},
+		Stack:           stackSpec{TCPCongestion: "cubic", MaxConcurrentStreams: 100},
 	}
 	if err := json.Unmarshal(data, cfg); err != nil {
 		return nil, err

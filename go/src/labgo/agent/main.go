@@ -130,6 +130,11 @@ func dispatch(ctx context.Context, w workload, d *dialer) ([]row, error) {
 	return nil, fmt.Errorf("no client for workload %q", w.Kind)
 }
 
+// quicCongestion names quic-go 0.29's only congestion controller as lab.peers.go
+// QUIC_GO_CONGESTION does: NewReno (its sent-packet handler makes
+// congestion.NewCubicSender(..., true /* use Reno */, ...); the CUBIC path is never used).
+const quicCongestion = "reno"
+
 // implementation is what the output says about this client: versions and the stack settings
 // that are the implementation's (not the scenario's), with the UDP buffers quic-go got.
 func implementation(cfg *agentConfig, d *dialer) map[string]any {
@@ -145,7 +150,7 @@ func implementation(cfg *agentConfig, d *dialer) map[string]any {
 		},
 		"quic": map[string]any{
 			"stack":                       "quic-go http3.RoundTripper",
-			"congestion_control":          "cubic", // quic-go 0.29 has no other
+			"congestion_control":          quicCongestion,
 			"max_stream_window_bytes":     6 << 20, // quic-go's auto-tuning limits
 			"max_connection_window_bytes": 15 << 20,
 		},

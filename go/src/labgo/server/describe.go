@@ -11,12 +11,16 @@ import (
 )
 
 // describe is the readiness text on stdout (like `lab serve`'s): addresses, certificate,
-// protocol settings, UDP socket buffers and versions.
+// protocol settings, UDP socket buffers, the QUIC sender log and versions.
 func describe(o options, l listeners, h2 *http2.Server, q *quic.Config) string {
 	rcv, snd := socketBuffers(l.udp)
 	cc := o.tcpCC
 	if cc == "" {
 		cc = "kernel-default"
+	}
+	senderLog := o.senderLog
+	if senderLog == "" {
+		senderLog = "off"
 	}
 	lines := []string{
 		fmt.Sprintf("%s: listening on port %d", program, l.port),
@@ -28,8 +32,9 @@ func describe(o options, l listeners, h2 *http2.Server, q *quic.Config) string {
 			"tcp_congestion=%s (%s)", h2.MaxConcurrentStreams, h2.MaxUploadBufferPerStream,
 			h2.MaxUploadBufferPerConnection, h2.MaxReadFrameSize, h2.IdleTimeout.Seconds(), cc,
 			tcpCongestion(l.tcp)),
-		fmt.Sprintf("  quic settings: max_streams=%d cc=cubic (quic-go's only) idle_timeout_s=30 "+
-			"udp_rcvbuf=%d udp_sndbuf=%d", q.MaxIncomingStreams, rcv, snd),
+		fmt.Sprintf("  quic settings: max_streams=%d cc=reno (quic-go 0.29's only: NewReno, its "+
+			"cubicSender in Reno mode) idle_timeout_s=30 udp_rcvbuf=%d udp_sndbuf=%d sender_log=%s",
+			q.MaxIncomingStreams, rcv, snd, senderLog),
 		fmt.Sprintf("  grace_s=%g pods=%d×%d B body_cache=%d MiB (warmed %d B)", o.grace.Seconds(),
 			o.podCount, o.podSize, o.bodyCacheMB, o.warmBytes),
 		"  versions: " + strings.TrimPrefix(version.Line(program), program+" "),

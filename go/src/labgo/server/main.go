@@ -8,6 +8,9 @@
 // starts a graceful shutdown: HTTP/2 sends GOAWAY and in-flight requests get --grace seconds;
 // HTTP/3 (quic-go 0.29 has no GOAWAY) lets in-flight requests finish within the same grace,
 // then closes its connections. A second signal stops at once.
+//
+// With LAB_QUIC_SENDER_LOG set (the runner sets it), each QUIC connection's congestion window
+// and bytes in flight are sampled to that file every 20 ms (labgo/senderlog); unset: no log.
 package main
 
 import (
@@ -27,11 +30,13 @@ import (
 
 	"github.com/lucas-clemente/quic-go"
 	"github.com/lucas-clemente/quic-go/http3"
+	"github.com/lucas-clemente/quic-go/logging"
 	"golang.org/x/net/http2"
 
 	"labgo/body"
 	"labgo/h2stream"
 	"labgo/routes"
+	"labgo/senderlog"
 	"labgo/version"
 	"labgo/zerortt"
 )
@@ -53,6 +58,7 @@ const h3Linger = time.Second
 
 type options struct {
 	host, certDir, certFile, keyFile, tcpCC, requestLog string
+	senderLog                                           string // LAB_QUIC_SENDER_LOG; "" = none
 	port, maxStreams, podSize, podCount                 int
 	warmBytes, bodyCacheMB                              int64
 	grace                                               time.Duration
@@ -148,9 +154,18 @@ func main() {
 		fatal("%v", err)
 	}
 
-	h3 := &h3Requests{}
 	tracker := zerortt.NewTracker()
-	quicConf := &quic.Config{MaxIncomingStreams: int64(o.maxStreams), Tracer: tracker}
+	var tracer logging.Tracer = tracker
+	var senders *senderlog.Log // nil: no sender log
+	if path := os.Getenv(senderlog.Env); path != "" {
+		if senders, err = senderlog.Open(path); err != nil {
+			fatal("%s: %v", senderlog.Env, err)
+		}
+		o.senderLog = path
+		tracer = logging.NewMultiplexedTracer(tracker, senders)
+	}
+	h3 := &h3Requests{senders: senders}
+	quicConf := &quic.Config{MaxIncomingStreams: int64(o.maxStreams), Tracer: tracer}
 	quicLn, err := quic.ListenEarly(l.udp, http3.ConfigureTLSConfig(tlsConf), quicConf)
 	if err != nil {
 		fatal("%v", err)
@@ -173,6 +188,9 @@ func main() {
 			os.Exit(1)
 		}()
 		shutdown(h2srv, h3srv, h3, o.grace)
+		if senders != nil {
+			_ = senders.Close()
+		}
 	case err := <-errs:
 		fatal("serving stopped: %v", err)
 	}
@@ -190,15 +208,20 @@ func streamOf(w http.ResponseWriter, r *http.Request) (int64, bool) {
 	return -1, false
 }
 
-// h3Requests counts the HTTP/3 requests being handled and remembers when the last one ended.
+// h3Requests counts the HTTP/3 requests being handled and remembers when the last one ended;
+// with a sender log, also per connection (its `waiting` column).
 type h3Requests struct {
 	inflight   atomic.Int64
-	lastDoneNs atomic.Int64 // Unix ns; 0 = none yet
+	lastDoneNs atomic.Int64   // Unix ns; 0 = none yet
+	senders    *senderlog.Log // nil: no sender log
 }
 
 func (c *h3Requests) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.inflight.Add(1)
+		if info := zerortt.Info(r.Context()); info != nil && c.senders != nil {
+			defer c.senders.Sender(info.Connection).Handling()()
+		}
 		defer func() {
 			c.lastDoneNs.Store(time.Now().UnixNano())
 			c.inflight.Add(-1)

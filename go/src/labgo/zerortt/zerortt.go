@@ -97,11 +97,12 @@ func (l listener) Accept(ctx context.Context) (quic.EarlyConnection, error) {
 		return nil, err
 	}
 	id, _ := conn.Context().Value(quic.ConnectionTracingKey).(uint64)
-	return connection{conn, l.tracker.lookup(id)}, nil
+	return connection{conn, id, l.tracker.lookup(id)}, nil
 }
 
 type connection struct {
 	quic.EarlyConnection
+	id  uint64     // quic.ConnectionTracingKey
 	set *streamSet // nil when the connection was not traced
 }
 
@@ -110,7 +111,7 @@ func (c connection) AcceptStream(ctx context.Context) (quic.Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	info := &RequestInfo{StreamID: int64(str.StreamID()), set: c.set}
+	info := &RequestInfo{StreamID: int64(str.StreamID()), Connection: c.id, set: c.set}
 	return stream{str, context.WithValue(str.Context(), infoKey{}, info)}, nil
 }
 
@@ -125,8 +126,9 @@ type infoKey struct{}
 
 // RequestInfo is what an HTTP/3 request's context knows about its QUIC stream.
 type RequestInfo struct {
-	StreamID int64
-	set      *streamSet
+	StreamID   int64
+	Connection uint64 // the connection's quic.ConnectionTracingKey (other tracers key by it)
+	set        *streamSet
 }
 
 // EarlyData is true when any part of the request's stream arrived in 0-RTT packets.
