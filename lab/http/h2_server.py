@@ -18,6 +18,12 @@ a per-connection and a server-wide budget (REFUSED_STREAM above); rapid resets a
 lets our control-frame replies pile up get GOAWAY(ENHANCE_YOUR_CALM); frame rules h2 misses are
 checked by `GoAwayFilter`. Each hit is one log line and a counter of the `h2 summary:` line
 logged at shutdown.
+
+Departure stamps (only when `departure_log()` is set, env LAB_DEPARTURE_LOG): TLS runs over a
+`TxStampedStream`. Once all of a watch event's bytes are in the engine, its writer moves them to
+`_out` and notes (stamp, position in `_out`); the writer hands the batch's stamps to the stream
+with the batch (`expect` / `batch_sent`), which logs when each event's TLS record left the host.
+Nothing waits for a stamp; without the env var none of this runs.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 
 from lab.http.app import Handler, PeerGone, Request, respond_error
+from lab.http.departure_log import departure_log
 from lab.http.h2_frames import (
     BoundedH2Connection,
     FrameRuleError,
@@ -48,6 +55,7 @@ from lab.http.h2_frames import (
 from lab.http.h2_limits import BodyBudget, BoundEvent, ResetRate, ServerTotals
 from lab.http.settings import ServerConfig
 from lab.http.tcp import set_tcp_options
+from lab.http.tx_stamped_stream import TxStampedStream
 from lab.http.types import EARLY_DATA_HEADER
 
 log = logging.getLogger(__name__)
@@ -153,8 +161,11 @@ class _Writer:
             raise PeerGone(str(e)) from None
         self.headers_sent = True
 
-    async def send_data(self, data: bytes, end_stream: bool = False) -> None:
-        """Send `data` in frames as the flow-control windows allow; end_stream closes."""
+    async def send_data(
+        self, data: bytes, end_stream: bool = False, *, stamp_ns: int | None = None
+    ) -> None:
+        """Send `data` in frames as the flow-control windows allow; end_stream closes.
+        `stamp_ns`: `data` is one watch event stamped so; logged when its bytes left (if on)."""
         c, st = self._c, self._st
         conn = c.conn
         view = memoryview(data)
@@ -202,6 +213,9 @@ class _Writer:
                         st.local_ended = True
             except h2.exceptions.ProtocolError as e:
                 raise PeerGone(str(e)) from None
+            if stamp_ns is not None and off >= total and c.departures is not None:
+                c.stamped(stamp_ns)  # before any flush: the event's bytes go in the next batch
+                stamp_ns = None
             if st.local_ended:
                 await c.flush()
                 return
@@ -219,8 +233,11 @@ class H2ServerConnection:
         shutdown: trio.Event,
         peer: str = "?",
         totals: ServerTotals | None = None,
+        departures: TxStampedStream | None = None,
     ):
         self.transport = transport
+        self.departures = departures  # the TCP stream under `transport` when stamping
+        self._stamps: list[tuple[int, int]] = []  # (sent_ns, end in `_out`) of queued events
         self.config = config
         self.handler = handler
         self.shutdown = shutdown
@@ -270,6 +287,12 @@ class H2ServerConnection:
         self.batch_bytes = send_batch_bytes(s.tcp_notsent_lowat_bytes, s.max_frame_size_bytes)
 
     # --- I/O -----------------------------------------------------------------------------
+    def stamped(self, sent_ns: int) -> None:
+        """The watch event stamped `sent_ns` is all in the engine: move it to `_out` and note
+        where it ends there (stamping only)."""
+        self._out += self.conn.data_to_send()
+        self._stamps.append((sent_ns, len(self._out)))
+
     def _queue(self, extra: bytes = b"") -> None:
         """Hand what the engine has queued (then `extra` raw frames) to the writer; no wait."""
         self._out += self.conn.data_to_send()
@@ -299,6 +322,11 @@ class H2ServerConnection:
             if not self._out:
                 continue
             data, self._out = self._out, bytearray()
+            stamps = self._stamps
+            if stamps:
+                assert self.departures is not None
+                self._stamps = []
+                self.departures.expect(len(data), stamps)
             self._control_queued = 0
             done = self._sending = self._flushed
             self._flushed = trio.Event()
@@ -311,6 +339,9 @@ class H2ServerConnection:
             finally:
                 self._sending = None
                 done.set()
+            if stamps:
+                assert self.departures is not None
+                self.departures.batch_sent()
 
     def _die(self) -> None:
         self.dead = True
@@ -378,6 +409,7 @@ class H2ServerConnection:
             if self._control_queued > self.limits.max_queued_control_frames:
                 # the peer does not read what it makes us send: drop it all, say why, close
                 self._out.clear()
+                self._stamps.clear()  # their bytes are gone
                 self.conn.clear_outbound_data_buffer()
                 self._calm = ("control_flood_goaways", f"{self._control_queued} replies queued")
             for ev in events:
@@ -635,6 +667,7 @@ async def _serve_one(
     shutdown: trio.Event,
     totals: ServerTotals,
 ) -> None:
+    departures: TxStampedStream | None = None
     try:
         peer = "?"
         try:
@@ -645,7 +678,9 @@ async def _serve_one(
         set_tcp_options(
             sock_stream.socket, config.h2.tcp_congestion, config.h2.tcp_notsent_lowat_bytes
         )
-        tls = trio.SSLStream(sock_stream, ssl_context, server_side=True)
+        if (departure_file := departure_log()) is not None:  # before TLS: keys count from 0
+            departures = TxStampedStream.open(sock_stream, departure_file)
+        tls = trio.SSLStream(departures or sock_stream, ssl_context, server_side=True)
         with trio.move_on_after(HANDSHAKE_TIMEOUT_S) as hs:
             await tls.do_handshake()
         if hs.cancelled_caught:
@@ -659,13 +694,14 @@ async def _serve_one(
             finally:
                 await trio.aclose_forcefully(tls)
             return
-        await H2ServerConnection(tls, config, handler, shutdown, peer, totals).run()
+        connection = H2ServerConnection(tls, config, handler, shutdown, peer, totals, departures)
+        await connection.run()
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
         log.debug("h2 connection ended: %r", e)
-        await trio.aclose_forcefully(sock_stream)
+        await trio.aclose_forcefully(departures or sock_stream)
     except Exception:
         log.exception("h2 connection failed")
-        await trio.aclose_forcefully(sock_stream)
+        await trio.aclose_forcefully(departures or sock_stream)
 
 
 async def serve_h2(
