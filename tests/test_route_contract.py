@@ -347,6 +347,80 @@ def test_pod_list_pages_and_continue_tokens(serve, protocol: str) -> None:  # ty
     trio.run(main)
 
 
+# --- /counter ------------------------------------------------------------------------------
+def counter_value(resp: object) -> int:
+    """The integer of a 200 /counter response (its body is the value and a newline)."""
+    assert getattr(resp, "status") == 200, getattr(resp, "status")  # noqa: B009
+    body = getattr(resp, "body") or b""  # noqa: B009
+    assert body.endswith(b"\n") and body[:-1].isdigit(), body
+    return int(body)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_counter_post_adds_one_and_get_reads(serve, protocol: str) -> None:  # type: ignore[no-untyped-def]
+    """POST /counter adds 1 and answers the new value (its body ignored); GET and HEAD read it
+    and change nothing; the value is the process's, seen alike from the other protocol."""
+    other = "h3" if protocol == "h2" else "h2"
+
+    async def main() -> None:
+        async with serve() as target, open_connection(target.options(protocol)) as conn:
+            first = await conn.request("GET", "/counter")
+            start = counter_value(first)
+            assert header(first, "content-type") == "text/plain"
+            assert header(first, "cache-control") == "no-store"
+            assert header(first, "content-length") == str(len(first.body or b""))
+            assert counter_value(await conn.request("GET", "/counter")) == start
+            post = await conn.request("POST", "/counter", body=b"ignored")
+            assert counter_value(post) == start + 1
+            assert header(post, "cache-control") == "no-store"
+            assert counter_value(await conn.request("POST", "/counter")) == start + 2
+            if protocol == "h2":  # the lab's h3 client (aioquic) rejects HEAD's content-length
+                head = await conn.request("HEAD", "/counter")
+                assert (head.status, head.body_bytes) == (200, 0)
+            options = await conn.request("OPTIONS", "/counter")
+            assert options.status == 204
+            assert header(options, "allow") == "GET, HEAD, OPTIONS, POST"
+            wrong = await conn.request("PUT", "/counter")
+            assert wrong.status == 405 and header(wrong, "allow") == "GET, HEAD, OPTIONS, POST"
+            async with open_connection(target.options(other)) as conn2:
+                assert counter_value(await conn2.request("GET", "/counter")) == start + 2
+            assert counter_value(await conn.request("GET", "/counter")) == start + 2
+        posts = [c for c in target.calls() if c[:2] == ("POST", "/counter")]
+        assert posts == [("POST", "/counter", protocol, False)] * 2
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_early_data_header_makes_unsafe_methods_425(serve, protocol: str) -> None:  # type: ignore[no-untyped-def]
+    """`Early-Data: 1` (a previous hop received the request in early data, RFC 8470 §5.1) on
+    an unsafe method → 425 and the route never runs, over 1-RTT on either protocol; safe
+    methods with it are served; `Early-Data: 0` is no mark."""
+    marked = [("early-data", "1")]
+
+    async def main() -> None:
+        async with serve() as target, open_connection(target.options(protocol)) as conn:
+            calls_before = len(target.calls())
+            start = counter_value(await conn.request("GET", "/counter", headers=marked))
+            for method, path in (("POST", "/counter"), ("PUT", "/echo"), ("POST", "/nope")):
+                refused = await conn.request(method, path, headers=marked, body=b"pay once")
+                assert refused.status == 425, (method, path, refused.status)
+                assert b"too early" in (refused.body or b"")
+                assert header(refused, "content-type") == "text/plain"
+                assert header(refused, "lab-early-data") == "0"  # this hop had no early data
+            assert counter_value(await conn.request("GET", "/counter")) == start
+            health = await conn.request("GET", "/healthz", headers=marked)
+            assert (health.status, health.body) == (200, b"ok")
+            options = await conn.request("OPTIONS", "/echo", headers=marked)
+            assert options.status == 204
+            unmarked = await conn.request("POST", "/counter", headers=[("early-data", "0")])
+            assert counter_value(unmarked) == start + 1
+            ran = target.calls()[calls_before:]
+        assert [c for c in ran if c[0] != "GET"] == [("POST", "/counter", protocol, False)]
+
+    trio.run(main)
+
+
 # --- 0-RTT ---------------------------------------------------------------------------------
 async def _prime(target: Target) -> None:
     """A cold h3 connection that leaves a session ticket in target.tickets."""
@@ -401,6 +475,29 @@ def test_post_in_zero_rtt_gets_425_and_never_runs_the_handler(serve) -> None:  #
             assert [c for c in target.calls() if c[1] == "/echo"] == [
                 ("POST", "/echo", "h3", False)
             ]
+
+    trio.run(main)
+
+
+def test_post_counter_in_zero_rtt_gets_425_and_does_not_move_it(serve) -> None:  # type: ignore[no-untyped-def]
+    """POST /counter in accepted 0-RTT → 425 and the counter stays; the same POST after the
+    handshake adds 1 — the side effect Z-02 … Z-04 of `lab conform` watch."""
+
+    async def main() -> None:
+        async with serve() as target:
+            await _prime(target)
+            async with open_connection(target.options("h3")) as conn:
+                start = counter_value(await conn.request("GET", "/counter"))
+            async with open_connection(target.options("h3", "zero_rtt")) as conn:
+                refused = await conn.request("POST", "/counter")
+                assert conn.timings.early_data_sent and conn.timings.early_data_accepted
+                assert refused.status == 425 and refused.early_data
+                assert header(refused, "lab-early-data") == "1"
+                assert counter_value(await conn.request("GET", "/counter")) == start
+                again = await conn.request("POST", "/counter")
+                assert counter_value(again) == start + 1 and not again.early_data
+            posts = [c for c in target.calls() if c[:2] == ("POST", "/counter")]
+            assert posts == [("POST", "/counter", "h3", False)]
 
     trio.run(main)
 

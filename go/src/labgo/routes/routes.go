@@ -3,8 +3,9 @@
 // reference server's lab/http/app.py.
 //
 // Order of the checks, as app.handle does them: request body over the cap → 413; unsafe method
-// in 0-RTT early data → 425 (the route never runs); header list over the cap → 431; unknown
-// path → 404; OPTIONS → 204 with Allow; a method the route does not take → 405 with Allow.
+// in 0-RTT early data, or marked `Early-Data: 1` by a previous hop (RFC 8470 §5.1) → 425 (the
+// route never runs); header list over the cap → 431; unknown path → 404; OPTIONS → 204 with
+// Allow; a method the route does not take → 405 with Allow.
 // Every response carries `alt-svc: h3=":PORT"; ma=86400` and `lab-early-data: 1|0`.
 package routes
 
@@ -18,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"labgo/body"
@@ -27,6 +29,10 @@ import (
 
 // EarlyDataHeader is the response header that says whether the request arrived as 0-RTT data.
 const EarlyDataHeader = "lab-early-data"
+
+// ForwardedEarlyDataHeader is the request header by which a previous hop says it received the
+// request in early data (RFC 8470 §5.1): `Early-Data: 1`.
+const ForwardedEarlyDataHeader = "Early-Data"
 
 const (
 	headerOverheadBytes = 32 // per entry, as HPACK/QPACK size header lists (RFC 7541 §4.1)
@@ -61,11 +67,13 @@ type Stream func(w http.ResponseWriter, r *http.Request) (id int64, early bool)
 // 0-RTT and size policy), for logs and tests.
 type Observer func(r *http.Request, streamID int64, early bool)
 
-// Handler answers requests by the route contract.
+// Handler answers requests by the route contract. One Handler serves both protocols of a server
+// process, so its /counter is the process's.
 type Handler struct {
 	Config   Config
 	Stream   Stream
 	Observer Observer
+	counter  atomic.Int64 // /counter: POST adds 1, GET and HEAD read it
 }
 
 type route struct {
@@ -83,6 +91,7 @@ var (
 		{regexp.MustCompile(`^/api/v1/watch/namespaces/([^/]+)/pods$`), getMethods, (*Handler).podWatch},
 		{regexp.MustCompile(`^/echo$`), []string{"POST", "PUT"}, (*Handler).echo},
 		{regexp.MustCompile(`^/healthz$`), getMethods, (*Handler).healthz},
+		{regexp.MustCompile(`^/counter$`), []string{"GET", "HEAD", "POST"}, (*Handler).counterRoute},
 	}
 )
 
@@ -149,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	h.readBody(x)
-	if early && !safeInEarlyData[method] {
+	if (early || markedEarly(r)) && !safeInEarlyData[method] {
 		fail(425, "too early: unsafe method in 0-RTT data")
 	}
 	if headerListBytes(r) > h.Config.MaxRequestHeaderBytes {
@@ -176,6 +185,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fail(404, "not found")
+}
+
+// markedEarly is true when a previous hop says it received the request in early data
+// (`Early-Data: 1`, RFC 8470 §5.1), as the reference's app.marked_early reads it.
+func markedEarly(r *http.Request) bool {
+	for _, v := range r.Header.Values(ForwardedEarlyDataHeader) {
+		if strings.TrimSpace(v) == "1" {
+			return true
+		}
+	}
+	return false
 }
 
 // readBody reads the request body (413 above the cap) before any route runs, as the
@@ -333,4 +353,15 @@ func (h *Handler) echo(x *exchange, m []string) {
 
 func (h *Handler) healthz(x *exchange, m []string) {
 	x.respond(200, []byte("ok"), "Content-Type", "text/plain")
+}
+
+// counterRoute is /counter: POST adds 1 and answers the new value, GET and HEAD read it; the
+// body is the value and a newline. The request body is ignored.
+func (h *Handler) counterRoute(x *exchange, m []string) {
+	value := h.counter.Load()
+	if strings.ToUpper(x.r.Method) == "POST" {
+		value = h.counter.Add(1)
+	}
+	b := []byte(strconv.FormatInt(value, 10) + "\n")
+	x.respond(200, b, "Content-Type", "text/plain", "Cache-Control", "no-store")
 }
