@@ -227,7 +227,7 @@ def test_plot_without_its_data_says_so(draw) -> None:
 
 def test_figure_renders_png(run_df: pd.DataFrame, tmp_path: Path) -> None:
     specs = plots.plots_for(run_df, "watch")
-    assert [s.name for s in specs] == ["hol_spread", "excess_cdf"]
+    assert [s.name for s in specs] == ["hol_spread", "excess_cdf", "queue_cdf", "rest_cdf"]
     fig = plots.figure(specs[0], run_df)
     (ax,) = fig.axes
     assert ax.get_title().startswith("Head-of-line blocking spread")  # the spec's plot, drawn

@@ -47,6 +47,8 @@ def test_markdown_with_png_files_beside_it(written: ReportFiles) -> None:
         "report-goodput.png",
         "report-hol_spread.png",
         "report-excess_cdf.png",
+        "report-queue_cdf.png",
+        "report-rest_cdf.png",
         "report-rpc_delay.png",
     ]
     for ref in refs:
@@ -75,7 +77,7 @@ def test_html_is_self_contained(written: ReportFiles) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
     assert "<script" not in page and "@import" not in page and "url(" not in page
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 5
+    assert len(images) == 7
     assert all(base64.b64decode(i).startswith(PNG) for i in images)
 
 

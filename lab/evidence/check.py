@@ -16,10 +16,14 @@ A thresholds file (YAML) is a list of claims, each a bound on one statistic of o
 
 `ratio: h3/h2` instead of `protocol` bounds statistic(h3) / statistic(h2). A threshold is
 evaluated in every cell it matches and holds only when it holds in all of them; one that matches
-no data is an error, never a pass. HOL-spread values of repetitions without any stalled event
-are undefined and left out. A cell whose h2 and h3 senders used different congestion
-controllers (measured, run.json; lab.evidence.claims.controller_mismatches) is flagged in every
-result that reads it, as a cpu_bound one is: the comparison there measures the controllers too.
+no data is an error, never a pass. HOL-spread values that mean nothing are left out
+(lab.evidence.verdicts.defined_hol_spread: schema-1 repetitions without a stalled event; the
+loss-anchored spread of schema 2 is written only where a loss was counted, and 0 there is real).
+A cell whose h2 and h3 senders used different congestion controllers (measured, run.json;
+lab.evidence.claims.controller_mismatches) is flagged in every result that reads it, as a
+cpu_bound one is: the comparison there measures the controllers too. So is a congestion_limited
+cell (a sender congestion-window limited for much of the probe: it measures congestion control,
+not HOL blocking).
 """
 
 from __future__ import annotations
@@ -38,13 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lab.errors import ThresholdFileError
 from lab.evidence.claims import controller_mismatches
-from lab.evidence.significance import (
-    cpu_bound_rows,
-    drop_unstalled,
-    per_repetition,
-    with_link_columns,
-)
-from lab.evidence.verdicts import effective_mode
+from lab.evidence.significance import cpu_bound_rows, per_repetition, with_link_columns
+from lab.evidence.verdicts import defined_hol_spread, effective_mode
 from lab.results.reader import load
 from lab.results.schema import AGGREGATE_METRICS, SAMPLE_METRICS
 from lab.scenario.workloads import WORKLOAD_KINDS
@@ -55,6 +54,7 @@ POOLED = "all matching cells"  # the cell label of a `pool_cells: true` threshol
 _STATISTIC = re.compile(r"^(median|mean|min|max|p(\d{1,2}(\.\d+)?|100))$")
 AxisValue = float | int | str | bool
 KNOWN_METRICS: frozenset[str] = SAMPLE_METRICS | AGGREGATE_METRICS
+CONGESTION_LIMITED_NOTE = "measures congestion control, not HOL blocking"
 
 
 def _one_of(what: str, value: str, known: Collection[str]) -> str:
@@ -211,6 +211,7 @@ class CellValue:
     n: int  # repetitions (or samples) behind the value, smallest side for a ratio
     cpu_bound: bool = False
     different_controllers: bool = False  # h2's and h3's senders used different ones
+    congestion_limited: bool = False  # a sender was congestion-window limited in a repetition
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ def _select(samples: pd.DataFrame, t: Threshold) -> tuple[pd.DataFrame, str]:
         if rows.empty:
             return rows, f"no {t.protocol} samples"
     if t.metric == "hol_spread":
-        rows = drop_unstalled(samples, rows)
+        rows = defined_hol_spread(samples, rows)
         if rows.empty:
             return rows, "no repetition had a stalled event (HOL spread undefined)"
     rows = rows[rows["value"].notna()]
@@ -288,6 +289,16 @@ def _values(rows: pd.DataFrame, t: Threshold, protocol: str) -> np.ndarray:
 
 def _cpu_bound_cells(samples: pd.DataFrame, workload: str) -> set[str]:
     return set(cpu_bound_rows(samples, workload)["cell"].astype(str))
+
+
+def _congestion_limited_cells(samples: pd.DataFrame, workload: str) -> set[str]:
+    """Cells of `workload` with a repetition whose `congestion_limited` row is set."""
+    rows = samples[
+        (samples["metric"] == "congestion_limited")
+        & (samples["workload"] == workload)
+        & (samples["value"] > 0.5)
+    ]
+    return set(rows["cell"].astype(str))
 
 
 Unobserved = Literal["one-sided", "0/0"]
@@ -332,6 +343,7 @@ def evaluate(
     if rows.empty:
         return ThresholdResult(loaded, "error", message=f"matches no data: {why}")
     bound = _cpu_bound_cells(samples, t.workload)
+    limited = _congestion_limited_cells(samples, t.workload)
     cells: list[CellValue] = []
     mixed: dict[str, str] = {}  # flagged cells among those read: cell → the confound
     left_out: dict[Unobserved, list[str]] = {"one-sided": [], "0/0": []}
@@ -346,7 +358,17 @@ def evaluate(
         cpu_bound = bool(bound & read)
         mine = {c: controllers[c] for c in sorted(read) if c in controllers}
         mixed.update(mine)
-        cells.append(CellValue(str(cell), value, _within(value, t), n, cpu_bound, bool(mine)))
+        cells.append(
+            CellValue(
+                str(cell),
+                value,
+                _within(value, t),
+                n,
+                cpu_bound,
+                bool(mine),
+                congestion_limited=bool(limited & read),
+            )
+        )
     result = _result(loaded, cells, skipped=left_out["one-sided"], undefined=left_out["0/0"])
     return _with_controller_note(result, mixed)
 
@@ -379,6 +401,9 @@ def _result(
         notes.append(f"cells where h3 and h2 are both 0 skipped: {', '.join(undefined)}")
     if any(c.cpu_bound for c in cells):
         notes.append("some cells were cpu_bound")
+    limited = [c.cell for c in cells if c.congestion_limited]
+    if limited:
+        notes.append(f"congestion_limited in {', '.join(limited)}: {CONGESTION_LIMITED_NOTE}")
     failed = [c for c in cells if not c.ok]
     if failed:
         where = ", ".join(f"{c.cell}={c.value:.4g}" for c in failed[:3])
@@ -455,6 +480,7 @@ def junit_xml(report: CheckReport, run_id: str) -> bytes:
         out.text = detail + "".join(
             f"\n  {c.cell}: {c.value:.6g} (n={c.n}){' cpu_bound' if c.cpu_bound else ''}"
             f"{' different_controllers' if c.different_controllers else ''}"
+            f"{' congestion_limited' if c.congestion_limited else ''}"
             for c in r.cells
         )
     ET.indent(suites)

@@ -349,6 +349,79 @@ def plot_excess_cdf(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch
     return ax
 
 
+def departure_stamps(
+    df: pd.DataFrame, workload: str | None = "watch"
+) -> tuple[list[str], list[str]]:
+    """(stamped, not stamped): the "implementation protocol" series with watch events, split by
+    whether their server stamped departures (`event_queue_ms` rows; docs/metrics.md)."""
+    events = _select(df, workload, "event_excess_ms")
+    stamped = _select(df, workload, "event_queue_ms")
+    keys = ["implementation", "protocol"] if "implementation" in df.columns else ["protocol"]
+    have = set(stamped[keys].drop_duplicates().itertuples(index=False, name=None))
+    every = events[keys].drop_duplicates().sort_values(keys).itertuples(index=False, name=None)
+    series = [(k, " ".join(map(str, k))) for k in every]
+    return [n for k, n in series if k in have], [n for k, n in series if k not in have]
+
+
+def _time_went_cdf(
+    df: pd.DataFrame, ax: Axes, workload: str | None, metric: str, title: str, xlabel: str
+) -> Axes:
+    """Empirical CDF of one part of the watch events' latency (`metric`, ms) per protocol, all
+    repetitions pooled, a line style per condition (as `plot_excess_cdf`); series without
+    departure stamps are named in the title, and with none at all the axes say so."""
+    rows = _select(df, workload, metric)
+    unstamped = departure_stamps(df, workload)[1]
+    if rows.empty:
+        why = "no departure stamps\n(the reference server stamps them; Go, Caddy, qh3 do not)"
+        return _empty(ax, title, f"{why}\nnot stamped: {', '.join(unstamped) or 'all'}")
+    rows, cond, note = _conditions(rows, _axes(rows, workload), len(LINESTYLES))
+    keys = _series_keys(rows)
+    levels = _levels(rows[cond].sort_values(cond), cond)
+    xmax = 0.0
+    for key, g in rows.groupby([*keys, *cond], sort=True):
+        x, y = _ecdf(g["value"].to_numpy(dtype=float))
+        label, style = _styled(key, len(keys), cond, levels)
+        ax.step(x, y, where="post", color=_color(key[0]), linestyle=style, label=label)
+        xmax = max(xmax, float(x[-1]))
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(0, max(xmax * 1.1, 1.0))
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of events ≤ x")
+    missing = f"not stamped: {', '.join(unstamped)}" if unstamped else ""
+    ax.set_title(_title(title, _notes(note, missing)))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    return ax
+
+
+def plot_queue_cdf(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch") -> Axes:
+    """Where the time went, part 1: ECDF per protocol of the time each watch event spent queued
+    at the sender (`event_queue_ms`: the server's write until its bytes left in a packet; ms)."""
+    return _time_went_cdf(
+        df,
+        ax,
+        workload,
+        "event_queue_ms",
+        "Watch events: time queued at the sender (CDF)",
+        "write → bytes left the server (ms, symlog)",
+    )
+
+
+def plot_rest_cdf(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch") -> Axes:
+    """Where the time went, part 2: ECDF per protocol of the rest of each watch event's latency
+    (`event_rest_ms`: bytes left the server until the client had the event — the network and
+    the receiver waiting for missing data; ms)."""
+    return _time_went_cdf(
+        df,
+        ax,
+        workload,
+        "event_rest_ms",
+        "Watch events: network and receiver (CDF)",
+        "bytes left the server → event received (ms, symlog)",
+    )
+
+
 def plot_hol_spread(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch") -> Axes:
     """HOL spread against the number of streams, one line per protocol (line style per value of
     other axes, e.g. loss), medians over repetitions with 95% intervals; references: 1 (every
@@ -448,6 +521,8 @@ PLOTS: tuple[PlotSpec, ...] = (
     PlotSpec("goodput_multiplex", "multiplex", "goodput_mbit", plot_goodput),
     PlotSpec("hol_spread", "watch", "hol_spread", plot_hol_spread),
     PlotSpec("excess_cdf", "watch", "event_excess_ms", plot_excess_cdf),
+    PlotSpec("queue_cdf", "watch", "event_queue_ms", plot_queue_cdf),
+    PlotSpec("rest_cdf", "watch", "event_rest_ms", plot_rest_cdf),
     PlotSpec("rpc_delay", "rpc_under_load", "rpc_latency_ms", plot_rpc_delay),
 )
 

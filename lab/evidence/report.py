@@ -7,7 +7,8 @@ Writes, into the run directory (or `out_dir`):
 
 Content, answers first: status (a banner when the run is incomplete), the KEP's claims (per
 claim the condition, h2, h3, the h3/h2 ratio with its 95% interval, the verdict and every
-confound), verdicts at a glance, per workload its plots and a verdict table, failed cells, the
+confound), verdicts at a glance, per workload its plots (watch: and which servers stamp when
+their events left, for the queue/rest CDFs) and a verdict table, failed cells, the
 skipped workloads, what the senders used (congestion controllers, UDP buffers; a cell whose h2
 and h3 senders differ is flagged), how to read the numbers, and last the scenario and
 environment (versions, impairment backend and applied settings, stack settings, cells, seeds;
@@ -376,6 +377,8 @@ def _workload_section(
     for spec in plots.plots_for(df, wl):
         fig = plots.figure(spec, df)
         out.append(Image(f"report-{spec.name}.png", _png(fig), f"{wl}: {spec.name}"))
+    if wl == "watch":
+        out.extend(_departure_note(df))
     keys = KEY_METRICS.get(wl)
     key_vs = [v for v in mine if keys is None or v.metric in keys]
     if key_vs:
@@ -383,6 +386,24 @@ def _workload_section(
     if any(v not in key_vs for v in mine):
         out.append(Details(f"All {len(mine)} verdicts for {wl}", [_verdict_table(mine, meta)]))
     return out
+
+
+def _departure_note(df: pd.DataFrame) -> list[Any]:
+    """One line under the watch plots: which servers stamp when an event's bytes left them."""
+    stamped, unstamped = plots.departure_stamps(df, "watch")
+    if not stamped and not unstamped:
+        return []
+    parts = [f"stamped for {', '.join(stamped)}"] if stamped else []
+    if unstamped:
+        parts.append(f"none for {', '.join(unstamped)} (no queue/rest split there)")
+    return [
+        Para(
+            "Where the time went (queued at the sender, and the rest: network and receiver): "
+            "departures " + "; ".join(parts) + ". The reference server stamps them (h2: the "
+            "kernel's transmit timestamp of the send holding an event's last byte; h3: the "
+            "first datagram carrying it); Go, Caddy and qh3 do not. See docs/metrics.md."
+        )
+    ]
 
 
 def _failed_cells(errors: pd.DataFrame) -> list[Any]:

@@ -156,6 +156,9 @@ class TcpState:
     mss_bytes: int  # tcpi_snd_mss
     cwnd_packets: int  # tcpi_snd_cwnd
     unacked_packets: int  # tcpi_unacked: sent, not yet acknowledged (or declared lost)
+    sacked_packets: int  # tcpi_sacked: of those, selectively acknowledged
+    lost_packets: int  # tcpi_lost: of those, marked lost
+    retrans_packets: int  # tcpi_retrans: retransmissions in flight
     notsent_bytes: int  # tcpi_notsent_bytes
     busy_us: int  # tcpi_busy_time
     rwnd_limited_us: int  # tcpi_rwnd_limited
@@ -165,7 +168,8 @@ class TcpState:
 # struct tcp_info offsets (include/uapi/linux/tcp.h); busy/rwnd/sndbuf times since kernel 4.10
 _TCP_INFO_U32 = struct.Struct("=I")
 _TCP_INFO_U64 = struct.Struct("=Q")
-_SND_MSS, _UNACKED, _SND_CWND, _NOTSENT = 16, 24, 80, 144
+_SND_MSS, _UNACKED, _SACKED, _LOST, _RETRANS = 16, 24, 28, 32, 36
+_SND_CWND, _NOTSENT = 80, 144
 _BUSY, _RWND_LIMITED, _SNDBUF_LIMITED = 168, 176, 184
 _TCP_INFO_MIN_BYTES = _SNDBUF_LIMITED + 8
 
@@ -186,6 +190,9 @@ def tcp_state(sock: SocketInfo, info: bytes) -> TcpState:
         mss_bytes=u32(_SND_MSS),
         cwnd_packets=u32(_SND_CWND),
         unacked_packets=u32(_UNACKED),
+        sacked_packets=u32(_SACKED),
+        lost_packets=u32(_LOST),
+        retrans_packets=u32(_RETRANS),
         notsent_bytes=u32(_NOTSENT),
         busy_us=u64(_BUSY),
         rwnd_limited_us=u64(_RWND_LIMITED),

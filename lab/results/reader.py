@@ -33,7 +33,7 @@ from lab.results.schema import (
     axis_columns,
     samples_frame,
 )
-from lab.results.summary import summarise
+from lab.results.summary import FLAG_METRICS, summarise
 
 Sums = Mapping[str, str]
 
@@ -216,7 +216,7 @@ def parse_summary(data: bytes, file: Path) -> pd.DataFrame:
         if col in SUMMARY_KEYS or col in axes:
             continue
         values = summary[col]
-        if col == "cpu_bound":
+        if col in FLAG_METRICS:
             ok = set(values.dropna().astype(str)) <= {"True", "False"}
         else:
             ok = pd.api.types.is_numeric_dtype(values)
@@ -255,4 +255,4 @@ def _is_error_entry(entry: object) -> bool:
 
 
 def _kind(col: str) -> str:
-    return "True/False" if col == "cpu_bound" else "numeric"
+    return "True/False" if col in FLAG_METRICS else "numeric"

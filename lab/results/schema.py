@@ -56,6 +56,8 @@ SAMPLE_METRICS: frozenset[str] = frozenset(
         "event_excess_ms",
         "rpc_latency_ms",
         "loss_blast_radius",
+        "event_queue_ms",
+        "event_rest_ms",
     }
 )
 AGGREGATE_METRICS: frozenset[str] = frozenset(
@@ -81,6 +83,16 @@ AGGREGATE_METRICS: frozenset[str] = frozenset(
         "cpu_client_s",
         "cpu_emulator_s",
         "cpu_bound",
+        "sender_cwnd_limited_fraction",
+        "congestion_limited",
+        "departures_matched",
+        "departures_unmatched",
+        "departures_inconsistent",
+        "queue_p50_ms",
+        "queue_p99_ms",
+        "rest_p50_ms",
+        "rest_p99_ms",
+        "queue_share",
     }
 )
 MODES: tuple[str, ...] = ("cold", "resumed", "zero_rtt")
@@ -156,7 +168,7 @@ def _enforce_dtypes(df: pd.DataFrame) -> pd.DataFrame:
 
 def axis_columns(df: pd.DataFrame) -> list[str]:
     """The matrix-axis columns of a samples or summary frame (every non-contract column)."""
-    summary_cols = {"n_repetitions"}
+    summary_cols = {"n_repetitions", "hol_spread_reps"}  # counts of repetitions, not axes
     return [
         c
         for c in df.columns

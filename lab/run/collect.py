@@ -31,10 +31,15 @@ def cell_frame(
     *,
     emulator: bool,
     drops: pd.DataFrame | None = None,
+    senders: pd.DataFrame | None = None,
+    departures: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """samples rows of one agent result (one protocol), and the (workload, error) failures.
     `drops`: the emulator's drop log (drops.csv columns) of this protocol's phase; None with
-    netem, which has none (then no loss-anchored HOL metrics)."""
+    netem, which has none (then no loss-anchored HOL metrics). `senders`: the phase's sender
+    samples (lab.run.sender_sampler); None when not sampled (no sender-state metrics).
+    `departures`: this protocol's lines of the server's departure log (sent_ns, left_ns;
+    lab.run.departures); None when the server does not stamp (Go, Caddy, qh3)."""
     rows: list[dict[str, Any]] = []
     errors: list[tuple[str, str]] = []
     base_rtt, rate = cell.link.base_rtt_ms, downlink_rate(cell)
@@ -60,6 +65,8 @@ def cell_frame(
                 rate_mbit=rate,
                 cpu=usage,
                 drops=drops,
+                senders=senders,
+                departures=departures,
             )
         except ValueError as e:
             errors.append((w["kind"], f"aggregation failed: {e}"))

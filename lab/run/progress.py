@@ -124,6 +124,7 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "watch": (
         ("hol_spread", "HOL spread (fraction)"),
         ("hol_losses", "losses (count)"),
+        ("hol_spread_reps", "reps with a loss (count)"),
         ("hol_exposed_mean", "exposed per loss (streams)"),
         ("stalled_fraction", "stalled (fraction)"),
         ("excess_p99_ms", "excess p99 (ms)"),
@@ -136,13 +137,14 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "k8s_mix": (
         ("completion_ms", "LIST page (ms)"),
         ("hol_spread", "HOL spread (fraction)"),
+        ("hol_spread_reps", "reps with a loss (count)"),
         ("rpc_p95_ms", "rpc p95 (ms)"),
     ),
 }
 # Flags of a cell (True when any repetition set them): a column per protocol, only when set.
 FLAG_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cpu_bound", "cpu-bound"),
-    ("congestion_limited", "congestion-limited"),
+    ("congestion_limited", "cong-limited"),
 )
 _KEYS = ("cell", "protocol", "workload", "implementation", "n_repetitions")
 

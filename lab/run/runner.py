@@ -53,6 +53,8 @@ from typing import Any
 import pandas as pd
 
 from lab.errors import HostNotCapable, PeerError, RunError, RunSetupError
+from lab.http.departure_log import DEPARTURE_LOG_ENV
+from lab.http.sender_log import SENDER_LOG_ENV
 from lab.http.tls import ensure_certs
 from lab.link.emulator import EmulatorProcess
 from lab.link.netem import UnsupportedByNetem, netem_available, netem_commands
@@ -72,6 +74,7 @@ from lab.results.schema import SCHEMA_VERSION, RunStatus
 from lab.results.writer import RunWriter, open_for_resume
 from lab.run.children import Child, check_alive, tail, wait_exit, wait_readable
 from lab.run.collect import cell_frame
+from lab.run.departures import read_departure_log
 from lab.run.lifecycle import deferred_interrupts, owned, sigterm_as_interrupt
 from lab.run.machine import machine_info
 from lab.run.plan import (
@@ -94,6 +97,7 @@ from lab.run.records import (
     plan_record,
     shard_record,
 )
+from lab.run.sender_sampler import TcpSenderSampler, read_quic_log
 from lab.run.senders import transport_record
 from lab.run.skipped import restore_indices, served, skipped_record
 from lab.run.stack import agent_config, cell_stack, reference_serve_args
@@ -266,7 +270,8 @@ class Runner:
         watched = [] if emu is None else [Child("emulator", emu.poll, emu.stderr_path)]
         self.hooks.phase("server")
         server_log = logs / f"{tag}-server.log"
-        server, server_ctx = self._spawn_server(stack, topo, cell, server_log)
+        server_logs = self._server_logs(tag)
+        server, server_ctx = self._spawn_server(stack, topo, cell, server_log, server_logs)
         emu_pid = emu.pid if emu is not None else None
         agents = [  # they load while the server starts, then wait for `go`
             self._spawn_agent(stack, topo, cell, protocol, tag, logs, server.pid, emu_pid)
@@ -278,6 +283,7 @@ class Runner:
         watched += [Child("server", server.poll, server_log), *waiting]
         out.setup_s = time.monotonic() - t0
         results: list[tuple[str, dict[str, Any]]] = []
+        senders: dict[str, pd.DataFrame] = {}  # protocol → its server's sender samples
         phase_starts: list[int] = []  # emulator clock (ns) at each protocol's reseed
         for agent in agents:
             self.hooks.phase(agent.protocol)
@@ -286,7 +292,7 @@ class Runner:
                 if phase_starts:  # the last protocol's connection close must not get index 0
                     time.sleep(SETTLE_RTTS * cell.link.base_rtt_ms / 1e3 + SETTLE_EXTRA_S)
                 phase_starts.append(emu.reseed())  # the same link decisions for each protocol
-            result = self._run_sampled(topo, cell, agent, watched, out)
+            result = self._run_sampled(topo, cell, agent, watched, out, senders)
             out.workload_s += sum(w["wall_s"] for w in result["workloads"])
             results.append((agent.protocol, result))
         self.hooks.phase("collect")
@@ -297,6 +303,10 @@ class Runner:
             report = emu.stop()
             out.problems = report.problems()
             drop_logs = list(phase_drops(report.drops(), phase_starts))
+        quic_senders = read_quic_log(server_logs.quic_senders)
+        if quic_senders is not None:
+            senders["h3"] = quic_senders
+        departures = read_departure_log(server_logs.departures)
         frames = []
         for (protocol, result), drops in zip(results, drop_logs, strict=True):
             frame, errors = cell_frame(
@@ -307,6 +317,8 @@ class Runner:
                 result,
                 emulator=emu is not None,
                 drops=drops,
+                senders=senders.get(protocol),
+                departures=departures.get(protocol),
             )
             for kind, err in errors:
                 out.errors.append(f"{protocol}/{kind}: {err}")
@@ -362,18 +374,36 @@ class Runner:
             max_streams=stack.max_concurrent_streams,
         )
 
+    def _server_logs(self, tag: str) -> ServerLogs:
+        """Where the server of repetition `tag` writes what it measures of itself."""
+        return ServerLogs(
+            quic_senders=self.workdir / f"{tag}-quic-senders.csv",
+            departures=self.workdir / f"{tag}-departures.csv",
+        )
+
     def _spawn_server(
-        self, stack: contextlib.ExitStack, topo: Topology, cell: Cell, log: Path
+        self,
+        stack: contextlib.ExitStack,
+        topo: Topology,
+        cell: Cell,
+        log: Path,
+        server_logs: ServerLogs,
     ) -> tuple[subprocess.Popen[bytes], ServerContext]:
-        """Start the server in the server namespace (not yet ready; owned by `stack`);
-        (process, context)."""
+        """Start the server in the server namespace (not yet ready; owned by `stack`), telling
+        it where to log its QUIC sender state and its watch events' departures (a server that
+        cannot ignores it); (process, context)."""
         ctx = self.server_context(cell)
         impl = self.implementation(cell)
         spec = impl.launch(ctx)
         argv = list(spec.argv)
         if impl.name == "reference":
             argv += reference_serve_args(cell_stack(cell, self.quic_engine))
-        env = {**os.environ, **spec.env}
+        env = {
+            **os.environ,
+            SENDER_LOG_ENV: str(server_logs.quic_senders),
+            DEPARTURE_LOG_ENV: str(server_logs.departures),
+            **spec.env,
+        }
         with open(log, "wb") as f:
             proc = subprocess.Popen(
                 topo.run_in(topo.server_ns, argv),
@@ -494,9 +524,12 @@ class Runner:
         agent: _Agent,
         watched: Sequence[Child],
         out: CellOutcome,
+        senders: dict[str, pd.DataFrame],
     ) -> dict[str, Any]:
         """`_run_agent` with the inet_diag sampler running beside it; what the senders used
-        goes into `out.transport[protocol]` (also when the agent fails)."""
+        goes into `out.transport[protocol]` (also when the agent fails). In an h2 phase the
+        server's TCP sender state is sampled too (lab.run.sender_sampler) into
+        `senders["h2"]`; how many samples, or why none, into `out.transport["h2"]`."""
         family = socket.AF_INET6 if cell.scenario.address_family == "ipv6" else socket.AF_INET
         sampler: Sampler | None = None
         unavailable = Sampled(Seen(), Seen(), 0, 0.0)
@@ -510,11 +543,18 @@ class Runner:
             ).start()
         except OSError as e:  # no sock_diag here: the run goes on without the measurement
             unavailable.error = f"inet_diag unavailable: {e}"
+        tcp_senders: TcpSenderSampler | None = None
+        sender_error: str | None = None
+        if agent.protocol == "h2":
+            try:
+                tcp_senders = TcpSenderSampler(topo.server_ns, SERVER_PORT).start()
+            except OSError as e:  # no tcp_info dump here: no sender-state metrics
+                sender_error = f"tcp_info unavailable: {e}"
         result: dict[str, Any] = {}
         try:
             result = self._run_agent(agent, watched)
         finally:
-            out.transport[agent.protocol] = transport_record(
+            record = transport_record(
                 agent.protocol,
                 server=cell.scenario.server,
                 client=cell.scenario.client,
@@ -522,6 +562,14 @@ class Runner:
                 sampled=sampler.stop() if sampler is not None else unavailable,
                 agent_result=result,
             )
+            if tcp_senders is not None:
+                frame = tcp_senders.stop()
+                sender_error = tcp_senders.error
+                senders["h2"] = frame
+                record["sender_state"] = {"samples": len(frame), "error": sender_error}
+            elif sender_error is not None:
+                record["sender_state"] = {"samples": 0, "error": sender_error}
+            out.transport[agent.protocol] = record
         return result
 
     def _complete(self, out: CellOutcome, t0: float) -> None:
@@ -585,6 +633,16 @@ class Runner:
             }
         )
         self.writer.update_meta(cell_runs=runs, flagged=flagged, current=None)
+
+
+@dataclass(frozen=True)
+class ServerLogs:
+    """The files a server writes about itself during one repetition (absent when it cannot):
+    its QUIC sender state (lab.http.sender_log) and its watch events' departures
+    (lab.http.departure_log)."""
+
+    quic_senders: Path
+    departures: Path
 
 
 def phase_drops(drops: pd.DataFrame, starts_ns: Sequence[int]) -> list[pd.DataFrame]:

@@ -8,8 +8,14 @@ Aggregates per workload kind:
   drop log (the emulator's; netem has none) the loss-anchored HOL metrics hol_losses,
   hol_losses_unexposed, hol_losses_overlapping and, when a loss was counted, hol_spread with
   hol_spread_low/high, hol_exposed_mean, hol_stalled_mean, hol_collateral_ms, plus one
-  `loss_blast_radius` row per counted loss (lab.workloads.metrics.hol_losses). A sender-state
-  flag (`congestion_limited`) belongs beside them, as a row only when sender samples exist;
+  `loss_blast_radius` row per counted loss (lab.workloads.metrics.hol_losses); with sender
+  samples (lab.run.sender_sampler) sender_cwnd_limited_fraction over the probe (first event
+  sent to last received) and the flag congestion_limited (1.0 above
+  metrics.CONGESTION_LIMITED_FRACTION: the cell measures congestion control, not HOL blocking);
+  with the server's departure log (lab.http.departure_log; the reference server only) where
+  the time went: per event `event_queue_ms` and `event_rest_ms`, and departures_matched,
+  departures_unmatched, queue_p50/p99_ms, rest_p50/p99_ms and, when a stamped event stalled,
+  queue_share (lab.workloads.metrics.where_time_went);
 - rpc_under_load, k8s_mix: rpc_delayed_fraction, rpc_p95_ms (lab.workloads.metrics.rpc_metrics);
 - bulk, multiplex, rpc_under_load: utilisation (median goodput ÷ downlink rate; NaN unlimited);
 - every kind: cpu_server_s, cpu_client_s, cpu_emulator_s (user+sys seconds during the
@@ -64,10 +70,13 @@ def watch_rows(
     base_rtt_ms: float,
     threshold_ms: float | None,
     drops: pd.DataFrame | None = None,
+    senders: pd.DataFrame | None = None,
+    departures: pd.DataFrame | None = None,
 ) -> list[Row]:
     """event_excess_ms per event plus the latency aggregates, from `event_latency_ms` rows that
     carry the raw stamps (stream, seq, sent_ns, received_ns); with `drops` (the drop log of
-    this run's phase) the HOL metrics of `hol_rows` too."""
+    this run's phase) the HOL metrics of `hol_rows` too, with `senders` (time_ns, limited) the
+    rows of `sender_rows`, with `departures` (sent_ns, left_ns) those of `departure_rows`."""
     events = [r for r in rows if r["metric"] == "event_latency_ms"]
     if not events:
         return []
@@ -87,7 +96,40 @@ def watch_rows(
     out += [row(m, v, u) for m, v, u in wm.aggregate_rows()]
     if drops is not None:
         out += hol_rows(per_event, drops, base_rtt_ms, wm.threshold_ms)
+    if senders is not None and len(senders):
+        out += sender_rows(senders, int(frame["sent_ns"].min()), int(frame["received_ns"].max()))
+    if departures is not None:
+        out += departure_rows(per_event, departures)
     return out
+
+
+def departure_rows(per_event: pd.DataFrame, departures: pd.DataFrame) -> list[Row]:
+    """Where the time went: `event_queue_ms` and `event_rest_ms` per event with a departure
+    (stream set, event order), then the aggregates of metrics.where_time_went."""
+    tw, matched = metrics.where_time_went(per_event, departures)
+    out: list[Row] = []
+    for metric, column in (("event_queue_ms", "queue_ms"), ("event_rest_ms", "rest_ms")):
+        pairs = zip(matched["stream"], matched[column], strict=True)
+        out += [row(metric, x, "ms", int(s)) for s, x in pairs]
+    out += [row(m, v, u) for m, v, u in tw.aggregate_rows()]
+    return out
+
+
+def sender_rows(senders: pd.DataFrame, start_ns: int, end_ns: int) -> list[Row]:
+    """sender_cwnd_limited_fraction over the probe [start_ns, end_ns) and congestion_limited;
+    none when no sample covers the probe."""
+    if end_ns <= start_ns:
+        return []
+    fraction = metrics.sender_cwnd_limited_fraction(
+        senders["time_ns"], senders["limited"], start_ns, end_ns
+    )
+    if np.isnan(fraction):
+        return []
+    limited = metrics.congestion_limited(fraction)
+    return [
+        row("sender_cwnd_limited_fraction", fraction, "fraction"),
+        row("congestion_limited", 1.0 if limited else 0.0, "bool"),
+    ]
 
 
 def hol_rows(
@@ -137,16 +179,21 @@ def aggregate(
     rate_mbit: float | None,
     cpu: CpuUsage | None = None,
     drops: pd.DataFrame | None = None,
+    senders: pd.DataFrame | None = None,
+    departures: pd.DataFrame | None = None,
 ) -> list[Row]:
     """The samples.parquet rows of one workload run: its rows (raw keys stripped), then
     derived per-sample rows and the aggregates. `drops`: the emulator's drop log of this
-    protocol's phase (None without one: no loss-anchored HOL metrics)."""
+    protocol's phase (None without one: no loss-anchored HOL metrics); `senders`: the
+    sender samples of the phase (lab.run.sender_sampler; None: no sender-state metrics);
+    `departures`: this protocol's lines of the server's departure log (sent_ns, left_ns;
+    None when the server does not stamp: no where-the-time-went metrics)."""
     out = [_clean(r) for r in rows]
     if kind == "watch":
         threshold = params.stall_threshold_rtt * base_rtt_ms
-        out += watch_rows(rows, params.streams, base_rtt_ms, threshold, drops)
+        out += watch_rows(rows, params.streams, base_rtt_ms, threshold, drops, senders, departures)
     elif kind == "k8s_mix" and params.watches > 0:
-        out += watch_rows(rows, params.watches, base_rtt_ms, None, drops)
+        out += watch_rows(rows, params.watches, base_rtt_ms, None, drops, senders, departures)
     if kind in ("rpc_under_load", "k8s_mix"):
         out += rpc_rows(rows, base_rtt_ms)
     if kind in ("bulk", "multiplex", "rpc_under_load"):

@@ -541,3 +541,190 @@ def rpc_metrics(
         delayed_fraction=float(np.mean(lat - baseline > threshold)),
         p95_ms=float(np.percentile(lat, 95)),
     )
+
+
+# --- sender state: congestion-window limited time -------------------------------------------
+CONGESTION_LIMITED_FRACTION = 0.2  # above this share of the probe a cell is congestion_limited
+SENDER_HOLD_MAX_MS = 100.0  # a sender sample describes at most this long after it (a gap)
+
+
+def sender_cwnd_limited_fraction(
+    time_ns: ArrayLike,
+    limited: ArrayLike,
+    start_ns: int,
+    end_ns: int,
+    hold_max_ms: float = SENDER_HOLD_MAX_MS,
+) -> float:
+    """The share of the probe [start_ns, end_ns) during which the sender was congestion-window
+    limited (had data waiting and no window left), from its state sampled at `time_ns` (one
+    host clock, ns; any order) with `limited` (bool) per sample.
+
+    A sample's state holds from its time until the next sample, at most `hold_max_ms`; the
+    share is limited time ÷ time so covered, both clipped to the probe. Several senders (e.g.
+    connections) sampled at one instant count as limited when any of them is. NaN when no
+    sample covers the probe."""
+    if end_ns <= start_ns:
+        raise ValueError("the probe must end after it starts")
+    t = np.asarray(time_ns, dtype=np.int64)
+    lim = np.asarray(limited, dtype=bool)
+    if t.shape != lim.shape:
+        raise ValueError("time_ns and limited differ in length")
+    if len(t) == 0:
+        return float("nan")
+    instants = pd.Series(lim).groupby(t).any()
+    times = instants.index.to_numpy(dtype=np.int64)
+    hold = int(hold_max_ms * 1e6)
+    ends = np.minimum(np.append(times[1:], times[-1] + hold), times + hold)
+    covered = np.clip(np.minimum(ends, end_ns) - np.maximum(times, start_ns), 0, None)
+    total = int(covered.sum())
+    if total == 0:
+        return float("nan")
+    return float(covered[instants.to_numpy(dtype=bool)].sum() / total)
+
+
+def tcp_cwnd_limited(
+    cwnd_packets: ArrayLike,
+    in_flight_packets: ArrayLike,
+    notsent_bytes: ArrayLike,
+) -> npt.NDArray[np.bool_]:
+    """Per TCP sample: data waiting (bytes written, not yet sent: tcpi_notsent_bytes > 0) and no
+    window left (packets in flight ≥ cwnd; in flight as the kernel counts it, see
+    `tcp_in_flight`) — the kernel's own test (tcp_is_cwnd_limited) with the waiting data."""
+    cwnd = np.asarray(cwnd_packets, dtype=np.int64)
+    flight = np.asarray(in_flight_packets, dtype=np.int64)
+    return (flight >= cwnd) & (np.asarray(notsent_bytes, dtype=np.int64) > 0)
+
+
+def tcp_in_flight(
+    unacked: ArrayLike, sacked: ArrayLike, lost: ArrayLike, retrans: ArrayLike
+) -> npt.NDArray[np.int64]:
+    """Packets in flight from tcp_info counts (tcp_packets_in_flight): unacked − sacked − lost +
+    retransmitted."""
+    a = [np.asarray(x, dtype=np.int64) for x in (unacked, sacked, lost, retrans)]
+    return a[0] - a[1] - a[2] + a[3]
+
+
+def quic_cwnd_limited(
+    cwnd_bytes: ArrayLike, bytes_in_flight: ArrayLike, datagram_bytes: ArrayLike
+) -> npt.NDArray[np.bool_]:
+    """Per QUIC sample: no window left, bytes in flight ≥ cwnd − one datagram (bytes)."""
+    cwnd = np.asarray(cwnd_bytes, dtype=np.int64)
+    flight = np.asarray(bytes_in_flight, dtype=np.int64)
+    return flight >= cwnd - np.asarray(datagram_bytes, dtype=np.int64)
+
+
+def congestion_limited(fraction: float, limit: float = CONGESTION_LIMITED_FRACTION) -> bool:
+    """A cell measures congestion control, not HOL blocking, when its sender was
+    congestion-window limited for more than `limit` of the probe (NaN: not known, False)."""
+    return bool(fraction > limit)
+
+
+# --- where the time went: queued at the sender, and the rest ---------------------------------
+DEPARTURE_COLUMNS: tuple[str, ...] = ("sent_ns", "left_ns")
+
+
+@dataclass(frozen=True)
+class TimeWent:
+    """Where the latency of one watch run's events went (docs/metrics.md, "Where the time
+    went"): queued at the sender (the server's write until the event's bytes left in a packet)
+    and the rest (the network, and the receiver waiting for missing data: HOL). Only events
+    with a departure count; the percentiles are NaN when none has one, `queue_share` when no
+    such event stalled."""
+
+    n_matched: int  # events with a departure
+    n_unmatched: int  # events without one (left out)
+    n_inconsistent: int  # departures before their event was sent or after it arrived (left out)
+    n_stalled: int  # stalled events with a departure: what queue_share is over
+    min_queue_ms: float  # the run's smallest queue time (ms)
+    queue_p50_ms: float
+    queue_p99_ms: float
+    rest_p50_ms: float
+    rest_p99_ms: float
+    queue_share: float  # Σ (queue − min queue) ÷ Σ excess over the stalled events
+
+    def aggregate_rows(self) -> list[tuple[str, float, str]]:
+        """(metric, value, unit) rows as samples.parquet names them: the counts always, the
+        percentiles when an event matched, queue_share when one of them stalled."""
+        rows = [
+            ("departures_matched", float(self.n_matched), "count"),
+            ("departures_unmatched", float(self.n_unmatched), "count"),
+            ("departures_inconsistent", float(self.n_inconsistent), "count"),
+        ]
+        if self.n_matched:
+            rows += [
+                ("queue_p50_ms", self.queue_p50_ms, "ms"),
+                ("queue_p99_ms", self.queue_p99_ms, "ms"),
+                ("rest_p50_ms", self.rest_p50_ms, "ms"),
+                ("rest_p99_ms", self.rest_p99_ms, "ms"),
+            ]
+        if not np.isnan(self.queue_share):
+            rows.append(("queue_share", self.queue_share, "fraction"))
+        return rows
+
+
+def where_time_went(
+    per_event: pd.DataFrame, departures: pd.DataFrame
+) -> tuple[TimeWent, pd.DataFrame]:
+    """Split each watch event's latency into the time queued at the sender and the rest.
+
+    `per_event`: `watch_metrics`' per-event frame (stream, seq, sent_ns, received_ns,
+    excess_ms, stalled); `departures`: sent_ns, left_ns (the server's departure log of the same
+    protocol, lab.http.departure_log), all ns of one host clock. An event joins the departure
+    with its `sent_ns` (unique per event; of repeated keys the earliest departure counts):
+    queue_ms = (left − sent) / 1e6, rest_ms = (received − left) / 1e6. Events without a
+    departure are left out and counted. Percentiles: linear interpolation.
+
+    queue_share = Σ (queue_ms − the run's minimum queue_ms) ÷ Σ excess_ms over the stalled events
+    with a departure: the share of their excess latency spent queued at the sender (≈ 1: window
+    or send buffer, not HOL; ≈ 0: the network or the receiver). Not clipped: it can pass 1 a
+    little when the fastest event's split was not the fastest of both parts. NaN when no such
+    event stalled. A departure before its event was sent, or after it was received, does not
+    belong to it (a clock or bookkeeping fault of the stamping server): such events are left
+    out and counted apart (`n_inconsistent`), so one bad stamp never costs the watch's other
+    metrics; a count above 0 says the stamps of that run are suspect.
+
+    Returns the aggregates and the matched events (input rows and order) with queue_ms and
+    rest_ms added.
+    """
+    missing = [c for c in DEPARTURE_COLUMNS if c not in departures.columns]
+    if missing:
+        raise ValueError(f"departures lack column(s) {missing}")
+    sent = per_event["sent_ns"].to_numpy(dtype=np.int64)
+    received = per_event["received_ns"].to_numpy(dtype=np.int64)
+    dep_sent = departures["sent_ns"].to_numpy(dtype=np.int64)
+    dep_left = departures["left_ns"].to_numpy(dtype=np.int64)
+    order = np.lexsort((dep_left, dep_sent))  # by sent, then left: the earliest departure first
+    keys, first = np.unique(dep_sent[order], return_index=True)
+    lefts = dep_left[order][first]
+    idx = np.minimum(np.searchsorted(keys, sent), max(len(keys) - 1, 0))
+    matched = keys[idx] == sent if len(keys) else np.zeros(len(sent), dtype=bool)
+    left_all = np.where(matched, lefts[idx] if len(keys) else 0, 0)
+    consistent = (left_all >= sent) & (left_all <= received)
+    n_inconsistent = int((matched & ~consistent).sum())
+    matched &= consistent
+    left = left_all[matched]
+    queue = _duration_ms(sent[matched], left, "queue time")
+    rest = _duration_ms(left, received[matched], "rest")
+
+    stalled = per_event["stalled"].to_numpy(dtype=bool)[matched]
+    excess = per_event["excess_ms"].to_numpy(dtype=np.float64)[matched]
+    n = int(matched.sum())
+    min_queue = float(queue.min()) if n else float("nan")
+    share = float("nan")
+    if stalled.any():
+        share = float((queue[stalled] - min_queue).sum() / excess[stalled].sum())
+    q50, q99 = np.percentile(queue, [50.0, 99.0]) if n else (np.nan, np.nan)
+    r50, r99 = np.percentile(rest, [50.0, 99.0]) if n else (np.nan, np.nan)
+    summary = TimeWent(
+        n_matched=n,
+        n_unmatched=len(sent) - n - n_inconsistent,
+        n_inconsistent=n_inconsistent,
+        n_stalled=int(stalled.sum()),
+        min_queue_ms=min_queue,
+        queue_p50_ms=float(q50),
+        queue_p99_ms=float(q99),
+        rest_p50_ms=float(r50),
+        rest_p99_ms=float(r99),
+        queue_share=share,
+    )
+    return summary, per_event[matched].assign(queue_ms=queue, rest_ms=rest)
