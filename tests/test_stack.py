@@ -7,10 +7,11 @@ import socket
 from pathlib import Path
 
 import pytest
+import trio
 
 from lab.cli import main
 from lab.http.h2_server import SEND_BATCH_BYTES, send_batch_bytes
-from lab.http.tcp import congestion_of, notsent_lowat_of, set_tcp_options
+from lab.http.tcp import congestion_of, kernel_notsent_lowat, notsent_lowat_of, set_tcp_options
 from lab.run import runner
 from lab.run.agent import client_settings, context
 from lab.run.stack import reference_config
@@ -85,12 +86,33 @@ def test_matrix_axis_on_stack_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_set_tcp_options_sets_notsent_lowat_on_a_real_socket() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        default = notsent_lowat_of(s)
-        assert set_tcp_options(s, "cubic") == congestion_of(s)
-        assert notsent_lowat_of(s) == default  # None leaves the kernel's value alone
         set_tcp_options(s, "cubic", notsent_lowat=16384)
         assert notsent_lowat_of(s) == 16384
         assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert set_tcp_options(s, "cubic") == congestion_of(s)
+        assert notsent_lowat_of(s) == kernel_notsent_lowat()  # None: back to the sysctl's
+
+
+def test_reference_h2_sockets_keep_the_kernels_notsent_lowat() -> None:
+    """trio's SocketStream sets TCP_NOTSENT_LOWAT to 16 KiB on every socket it wraps; with no
+    bound configured the reference server's accepted sockets and the lab client's must carry
+    the kernel's default instead (what Go's net/http2, kube-apiserver, runs with)."""
+    seen: dict[str, int | None] = {}
+
+    async def main() -> None:
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        port = listener.socket.getsockname()[1]
+        accepted = await trio.open_tcp_stream("127.0.0.1", port)
+        server_side = await listener.accept()
+        seen["trio"] = notsent_lowat_of(server_side.socket)
+        set_tcp_options(server_side.socket, "cubic")  # what the h2 server does after accept
+        seen["server"] = notsent_lowat_of(server_side.socket)
+        for s in (accepted, server_side, listener):
+            await s.aclose()
+
+    trio.run(main)
+    assert seen["trio"] == 16384  # the default this guards against
+    assert seen["server"] == kernel_notsent_lowat()
 
 
 def test_send_batch_follows_the_bound() -> None:

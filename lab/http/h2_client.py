@@ -32,7 +32,7 @@ from h2.settings import SettingCodes
 
 from lab.http.exchange import ClientConnection, Exchange, Head, authority_of
 from lab.http.h2_frames import BoundedH2Connection, GoAwayFilter
-from lab.http.tcp import congestion_of, set_tcp_options
+from lab.http.tcp import congestion_of, set_notsent_lowat, set_tcp_options
 from lab.http.tls import client_ssl_context
 from lab.http.types import (
     ChunkCallback,
@@ -371,6 +371,7 @@ async def open_h2(opts: ConnectOptions) -> AsyncIterator[H2ClientConnection]:
     with trio.fail_after(opts.connect_timeout_s):
         sock = await _tcp_connect(opts, timings)
         stream = trio.SocketStream(sock)
+        set_notsent_lowat(sock, opts.h2.tcp_notsent_lowat_bytes)  # SocketStream set 16 KiB
         tls = trio.SSLStream(stream, ctx, server_hostname=opts.server_name)
         if opts.mode != "cold" and opts.tickets is not None:
             session = opts.tickets.get("h2", opts.host, opts.port)

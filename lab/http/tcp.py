@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -16,21 +18,43 @@ _warned: set[str] = set()
 TCP_NOTSENT_LOWAT: int = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
 
+_SYSCTL_NOTSENT_LOWAT = Path("/proc/sys/net/ipv4/tcp_notsent_lowat")
+UNBOUNDED_NOTSENT_LOWAT = 0xFFFFFFFF  # the kernel's own default of the sysctl
+
+
+def kernel_notsent_lowat() -> int:
+    """net.ipv4.tcp_notsent_lowat of this process's network namespace (bytes; normally
+    unbounded, 4294967295), or unbounded when it cannot be read."""
+    try:
+        return int(_SYSCTL_NOTSENT_LOWAT.read_text().strip())
+    except (OSError, ValueError):
+        return UNBOUNDED_NOTSENT_LOWAT
+
+
+def set_notsent_lowat(sock: socket.socket | trio.socket.SocketType, lowat: int | None) -> None:
+    """TCP_NOTSENT_LOWAT = `lowat` bytes, or the kernel's default (net.ipv4.tcp_notsent_lowat)
+    when None — set explicitly, because trio's SocketStream sets 16 KiB on every socket it
+    wraps, which would give the reference stacks a bound Go's net/http2 does not have. Call it
+    after any SocketStream wrapping."""
+    value = kernel_notsent_lowat() if lowat is None else int(lowat)
+    # an unsigned int: 4294967295 does not fit setsockopt's (signed) int form
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, struct.pack("=I", value))
+
+
 def set_tcp_options(
     sock: socket.socket | trio.socket.SocketType,
     congestion: str,
     notsent_lowat: int | None = None,
 ) -> str | None:
     """TCP_NODELAY on, TCP_CONGESTION = `congestion` if the kernel allows it, and
-    TCP_NOTSENT_LOWAT = `notsent_lowat` bytes unless it is None (the kernel's default:
-    net.ipv4.tcp_notsent_lowat, normally unbounded).
+    TCP_NOTSENT_LOWAT = `notsent_lowat` bytes, or the kernel's default when it is None
+    (`set_notsent_lowat`).
 
     Returns the congestion control actually in use (None when it cannot be read). A refused
     algorithm is logged once and the socket keeps the system default.
     """
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if notsent_lowat is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, int(notsent_lowat))
+    set_notsent_lowat(sock, notsent_lowat)
     if congestion:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
@@ -53,9 +77,10 @@ def congestion_of(sock: socket.socket | trio.socket.SocketType) -> str | None:
 def notsent_lowat_of(sock: socket.socket | trio.socket.SocketType) -> int | None:
     """TCP_NOTSENT_LOWAT of `sock` in bytes (0xFFFFFFFF = unbounded), None if unreadable."""
     try:
-        return int(sock.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT))
+        raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 4)
     except OSError:
         return None
+    return int(struct.unpack("=I", raw)[0])
 
 
 def bind_tcp(host: str, port: int, backlog: int = 1024) -> list[socket.socket]:
