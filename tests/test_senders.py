@@ -6,15 +6,19 @@ no loss, 50 Mbit/s) is not."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from lab.net.inet_diag import CONNECTIONS, DiagSocket
 from lab.results.reader import load
 from lab.run.sender_sampler import read_quic_log
 from lab.workloads.aggregate import sender_rows
@@ -193,3 +197,32 @@ def test_real_relaxed_cell_is_not_flagged(real_cells) -> None:
     assert set(unlimited.index) == {"h2", "h3"}, unlimited
     assert (unlimited["sender_cwnd_limited_fraction"] < CONGESTION_LIMITED_FRACTION).all()
     assert (unlimited["congestion_limited"] == 0.0).all(), unlimited
+
+
+# --- the exact tcp_info lookup the 50 Hz sampler uses --------------------------------------
+def test_exact_lookup_reads_a_real_connection_and_only_it() -> None:
+    """A dump finds the connection; the exact lookup returns its tcp_info (the bytes it was
+    given and not yet sent show as notsent), None for a wrong cookie and once it is gone."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        server, _ = listener.accept()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the sender backs up
+        server.setblocking(False)
+        try:
+            while True:
+                server.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        with DiagSocket() as diag:
+            (conn,) = [c for c in diag.dump("tcp", socket.AF_INET, CONNECTIONS) if c.sport == port]
+            state = diag.tcp_state_of(conn)
+            assert state is not None and state.socket.cookie == conn.cookie
+            assert state.notsent_bytes > 0 and state.cwnd_packets >= 1 and state.mss_bytes > 500
+            assert diag.tcp_state_of(dataclasses.replace(conn, cookie=conn.cookie + 1)) is None
+            server.close()
+            client.close()
+            time.sleep(0.05)
+            assert diag.tcp_state_of(conn) is None

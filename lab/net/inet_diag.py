@@ -27,6 +27,7 @@ NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
+ENOENT, ESTALE = 2, 116  # an exact lookup's "no such socket" / "cookie does not match"
 INET_DIAG_INFO, INET_DIAG_CONG, INET_DIAG_SKMEMINFO = 2, 4, 7
 SK_MEMINFO_RCVBUF, SK_MEMINFO_SNDBUF = 1, 3
 TCP_SYN_RECV, TCP_TIME_WAIT, TCP_LISTEN = 3, 6, 10
@@ -138,6 +139,41 @@ class DiagSocket:
                 out.append(tcp_state(_socket_info("tcp", payload), info))
         return out
 
+    def tcp_state_of(self, sock: SocketInfo) -> TcpState | None:
+        """The sender state of one known TCP connection (as a dump reported it) by an exact
+        lookup — a hash lookup in the kernel, not a walk of the whole established hash as a
+        dump is (≈ 0.02 ms instead of ≈ 3 ms per family here); None once it is gone."""
+        self._seq += 1
+        sock_id = struct.pack(
+            "=2s2s16s16sIQ",
+            sock.sport.to_bytes(2, "big"),
+            sock.dport.to_bytes(2, "big"),
+            _packed_address(sock.family, sock.src),
+            _packed_address(sock.family, sock.dst),
+            0,  # any interface
+            sock.cookie,  # the kernel checks it: a reused 4-tuple is not this connection
+        )
+        body = _REQ.pack(sock.family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), ALL_STATES)
+        head = _NLMSGHDR.pack(
+            _NLMSGHDR.size + len(body) + len(sock_id),
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_REQUEST,
+            self._seq,
+            0,
+        )
+        self._sock.send(head + body + sock_id)
+        for kind, payload in _messages(self._sock.recv(_RECV_BYTES)):
+            if kind == NLMSG_ERROR:
+                (errno,) = struct.unpack_from("=i", payload)
+                if -errno in (0, ENOENT, ESTALE):  # gone (or its cookie no longer matches)
+                    return None
+                raise OSError(-errno, f"inet_diag tcp lookup: error {-errno}")
+            info = _attribute(payload, INET_DIAG_INFO)
+            if info is None or len(info) < _TCP_INFO_MIN_BYTES:
+                return None
+            return tcp_state(_socket_info("tcp", payload), info)
+        return None
+
     def sockets(
         self, transport: Transport, families: Sequence[int] = FAMILIES, states: int = ALL_STATES
     ) -> list[SocketInfo]:
@@ -228,6 +264,11 @@ def _messages(data: bytes) -> Iterator[tuple[int, bytes]]:
             return
         yield kind, data[offset + _NLMSGHDR.size : offset + length]
         offset += (length + 3) & ~3
+
+
+def _packed_address(family: int, text: str) -> bytes:
+    """An address as inet_diag's 16-byte field holds it (IPv4 in the first 4 bytes)."""
+    return socket.inet_pton(family, text).ljust(16, b"\0")
 
 
 def _address(family: int, raw: bytes) -> str:

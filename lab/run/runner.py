@@ -306,6 +306,11 @@ class Runner:
         quic_senders = read_quic_log(server_logs.quic_senders)
         if quic_senders is not None:
             senders["h3"] = quic_senders
+        if "h3" in out.transport:
+            out.transport["h3"]["sender_state"] = {
+                "samples": 0 if quic_senders is None else len(quic_senders),
+                "error": None if quic_senders is not None else "the server logs no QUIC state",
+            }
         departures = read_departure_log(server_logs.departures)
         frames = []
         for (protocol, result), drops in zip(results, drop_logs, strict=True):
