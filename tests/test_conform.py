@@ -51,12 +51,9 @@ from lab.peers.proc import free_port
 BROKEN = Path(__file__).resolve().parent / "conform_broken_server.py"
 REPO = BROKEN.parent.parent
 LOSS_2 = (REPO / "scenarios" / "conform" / "loss2.yaml").read_text()  # 2 % loss, 20 ms RTT
-# MUST cases the reference server fails, and why (reported; the fixes are not in lab/http/app.py):
-KNOWN_REFERENCE_FAILURES = {
-    "H3-06": "aioquic's H3 layer accepts a request without :scheme or with Host ≠ :authority, "
-    "and refuses one with Host and no :authority",
-    "H3-12": "aioquic does not check that a client's GOAWAY ids never increase",
-}
+# MUST cases the reference server fails, and why (none since H3-06 and H3-12 were fixed in
+# lab/http/h3_server.py: lab.http.h3_request_check and the client-GOAWAY id check)
+KNOWN_REFERENCE_FAILURES: dict[str, str] = {}
 NOT_RUN_ON_A_CLEAN_PATH = {"Q-12": "slow: waits for the idle timeout", "Q-14": "impaired only"}
 
 

@@ -6,7 +6,9 @@ its own trio task calling `handler(request, writer)`; `writer.send_data` waits o
 control and congestion instead of buffering. Session tickets are issued and are single-use, so a
 replayed first flight cannot get its 0-RTT data accepted a second time; requests (any part of
 which) arrived in 0-RTT packets carry `Request.early_data = True` for the 0-RTT policy of
-`lab.http.app.handle` (425 for unsafe methods).
+`lab.http.app.handle` (425 for unsafe methods). Request heads are checked before a request is
+dispatched (lab.http.h3_request_check; a malformed one is reset with H3_MESSAGE_ERROR), and a
+client GOAWAY whose id increases closes the connection with H3_ID_ERROR (RFC 9114 §5.2).
 
 State for connections that have not finished their handshake ("half-open") is bounded by
 `config.quic_limits` (lab.http.h3_admission decides which datagrams may create it: garbage never
@@ -34,8 +36,11 @@ import trio
 from lab.http.app import Request, ResponseWriter, respond_error
 from lab.http.departure_log import departure_log
 from lab.http.h3_admission import Admission, Gate, InitialHeader
+from lab.http.h3_control import GoawayWatcher
 from lab.http.h3_departures import departure_stamps
 from lab.http.h3_driver import QuicDriver, StreamClosedError
+from lab.http.h3_request_check import request_problem
+from lab.http.h3_request_hook import server_h3_connection
 from lab.http.h3_stats import STATS_INTERVAL_S, H3Stats
 from lab.http.memory import release_freed_memory
 from lab.http.quic_engine import (
@@ -65,6 +70,8 @@ H3_NO_ERROR = 0x100
 H3_INTERNAL_ERROR = 0x102
 H3_REQUEST_REJECTED = 0x10B
 H3_EXCESSIVE_LOAD = 0x107
+H3_ID_ERROR = 0x108
+H3_MESSAGE_ERROR = 0x10E
 
 
 class TicketStore:
@@ -153,6 +160,14 @@ class _ServerConnection(QuicDriver):
         self.in_flight = 0
         self.goaway_stream_id: int | None = None
         self.next_request_stream_id = 0
+        self.peer_goaways = GoawayWatcher()  # the client's control stream, for its GOAWAY ids
+        self.peer_goaway_id: int | None = None  # the last push id a client GOAWAY named
+
+    def ensure_h3(self) -> None:
+        """Create the H3Connection (once); request heads are checked here, not by the engine
+        (lab.http.h3_request_hook)."""
+        if self.h3 is None:
+            self.h3 = server_h3_connection(self.engine.h3)(self.quic)
 
     def on_quic_event(self, event: Any) -> None:
         events = self.engine.events
@@ -165,6 +180,18 @@ class _ServerConnection(QuicDriver):
             self.cids.discard(event.connection_id)
             if self.server.routes.get(event.connection_id) is self:
                 del self.server.routes[event.connection_id]
+        elif isinstance(event, events.StreamDataReceived) and event.stream_id % 4 == 2:
+            for push_id in self.peer_goaways.feed(event.stream_id, event.data):  # client uni
+                self._on_peer_goaway(push_id)
+
+    def _on_peer_goaway(self, push_id: int) -> None:
+        """A client's GOAWAY names a push id, which must never increase (RFC 9114 §5.2); the
+        engines do not check it, so a larger id closes the connection with H3_ID_ERROR here."""
+        last, self.peer_goaway_id = self.peer_goaway_id, push_id
+        if last is not None and push_id > last:
+            reason = f"GOAWAY push id increased from {last} to {push_id}"
+            with contextlib.suppress(Exception):
+                self.quic.close(error_code=H3_ID_ERROR, reason_phrase=reason)
 
     def on_h3_event(self, event: Any, rx_ns: int) -> None:
         h3e = self.engine.h3_events
@@ -179,6 +206,11 @@ class _ServerConnection(QuicDriver):
                 self._reject(stream_id, H3_REQUEST_REJECTED)
                 return
             self.next_request_stream_id = max(self.next_request_stream_id, stream_id + 4)
+            problem = request_problem(event.headers)
+            if problem is not None:  # malformed: a stream error (RFC 9114 §4.1.2)
+                log.debug("h3 stream %d: malformed request (%s)", stream_id, problem)
+                self._reject(stream_id, H3_MESSAGE_ERROR)
+                return
             stream = _RequestStream(stream_id, list(event.headers))
             self.streams[stream_id] = stream
             if event.stream_ended:
