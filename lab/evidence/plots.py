@@ -321,14 +321,9 @@ def plot_goodput(df: pd.DataFrame, ax: Axes, *, workload: str | None = "bulk") -
     return ax
 
 
-def plot_excess_cdf(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch") -> Axes:
-    """Empirical CDF of watch-event excess latency (ms) per protocol, all repetitions pooled;
-    one line style per condition (e.g. stream count) when the run varies it, at most four
-    (the others are fixed at their largest value, named in the title)."""
-    title = "Watch-event excess latency (CDF)"
-    rows = _select(df, workload, "event_excess_ms")
-    if rows.empty:
-        return _empty(ax, title, "no event_excess_ms samples")
+def _ecdf_lines(ax: Axes, rows: pd.DataFrame, workload: str | None) -> str:
+    """One ECDF step line of `rows`' values (ms) per protocol series and condition (a line
+    style per condition, at most four), on a symlog x axis from 0; the conditions' title note."""
     rows, cond, note = _conditions(rows, _axes(rows, workload), len(LINESTYLES))
     keys = _series_keys(rows)
     levels = _levels(rows[cond].sort_values(cond), cond)
@@ -341,6 +336,18 @@ def plot_excess_cdf(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlim(0, max(xmax * 1.1, 1.0))
     ax.set_ylim(0, 1.01)
+    return note
+
+
+def plot_excess_cdf(df: pd.DataFrame, ax: Axes, *, workload: str | None = "watch") -> Axes:
+    """Empirical CDF of watch-event excess latency (ms) per protocol, all repetitions pooled;
+    one line style per condition (e.g. stream count) when the run varies it, at most four
+    (the others are fixed at their largest value, named in the title)."""
+    title = "Watch-event excess latency (CDF)"
+    rows = _select(df, workload, "event_excess_ms")
+    if rows.empty:
+        return _empty(ax, title, "no event_excess_ms samples")
+    note = _ecdf_lines(ax, rows, workload)
     ax.set_xlabel("excess latency over the cell's minimum (ms, symlog)")
     ax.set_ylabel("fraction of events ≤ x")
     ax.set_title(_title(title, note))
@@ -374,18 +381,7 @@ def _time_went_cdf(
     if rows.empty:
         why = "no departure stamps\n(the reference server stamps them; Go, Caddy, qh3 do not)"
         return _empty(ax, title, f"{why}\nnot stamped: {', '.join(unstamped) or 'all'}")
-    rows, cond, note = _conditions(rows, _axes(rows, workload), len(LINESTYLES))
-    keys = _series_keys(rows)
-    levels = _levels(rows[cond].sort_values(cond), cond)
-    xmax = 0.0
-    for key, g in rows.groupby([*keys, *cond], sort=True):
-        x, y = _ecdf(g["value"].to_numpy(dtype=float))
-        label, style = _styled(key, len(keys), cond, levels)
-        ax.step(x, y, where="post", color=_color(key[0]), linestyle=style, label=label)
-        xmax = max(xmax, float(x[-1]))
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlim(0, max(xmax * 1.1, 1.0))
-    ax.set_ylim(0, 1.01)
+    note = _ecdf_lines(ax, rows, workload)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction of events ≤ x")
     missing = f"not stamped: {', '.join(unstamped)}" if unstamped else ""
