@@ -195,9 +195,7 @@ class TxStampedStream(trio.abc.Stream):
             trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
             t = self.tracker
-            level = logging.INFO if t.dropped or t.waiting else logging.DEBUG
-            log.log(
-                level,
+            log.info(
                 "h2 departures: %d logged (%d bounded by their batch), %d never reported, "
                 "%d dropped above %d pending, %d foreign error-queue messages",
                 self.logged,

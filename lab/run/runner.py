@@ -380,11 +380,11 @@ class Runner:
         )
 
     def _server_logs(self, tag: str) -> ServerLogs:
-        """Where the server of repetition `tag` writes what it measures of itself."""
-        return ServerLogs(
-            quic_senders=self.workdir / f"{tag}-quic-senders.csv",
-            departures=self.workdir / f"{tag}-departures.csv",
-        )
+        """Where the server of repetition `tag` writes what it measures of itself: kept in the
+        results directory (`server/<tag>/`) as raw evidence, like the emulator's drop log."""
+        out = self.writer.path / "server" / tag
+        out.mkdir(parents=True, exist_ok=True)
+        return ServerLogs(quic_senders=out / "quic-senders.csv", departures=out / "departures.csv")
 
     def _spawn_server(
         self,
