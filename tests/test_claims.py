@@ -3,14 +3,17 @@ condition reads, and when the two senders' congestion controllers are a confound
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from lab.evidence.claims import (
     CLAIMS,
     condition_text,
     controller_confound,
+    exposed_confound,
     lossy_cells,
     stream_counts,
 )
@@ -119,3 +122,26 @@ def test_controller_confound(
     meta: dict[str, Any], implementation: str | None, expected: str | None
 ) -> None:
     assert controller_confound(meta, "c0", implementation) == expected
+
+
+def _exposed(values: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"cell": c, "workload": "watch", "metric": "hol_exposed_mean", "value": v}
+            for c, v in values.items()
+        ]
+        + [{"cell": "c000", "workload": "watch", "metric": "hol_spread", "value": 0.01}]
+    )
+
+
+def test_too_few_exposed_streams_is_a_confound_of_hol_verdicts_only() -> None:
+    """≈ 1 stream exposed per loss (median over the verdict's cells) cannot show HOL blocking;
+    2 can; another cell's exposure, or a non-HOL metric, does not count."""
+    one = _exposed({"c000": 1.0, "c001": 1.4, "c002": 9.0})
+    text = exposed_confound(one, _verdict(("c000", "c001")))
+    assert text is not None and text.startswith("≈ 1.2 stream(s) exposed per loss")
+    assert exposed_confound(_exposed({"c000": 2.0}), _verdict(("c000",))) is None
+    assert exposed_confound(one, _verdict(("c002",))) is None
+    not_hol = dataclasses.replace(_verdict(("c000",)), metric="excess_p99_ms")
+    assert exposed_confound(one, not_hol) is None
+    assert exposed_confound(None, _verdict(("c000",))) is None

@@ -275,9 +275,35 @@ def controller_confound(meta: dict[str, Any], cell: str, implementation: str | N
     return None
 
 
-def confounds(v: Verdict, meta: dict[str, Any]) -> tuple[str, ...]:
+FEW_EXPOSED_STREAMS = 1.5  # streams exposed per loss at or below which no HOL can show
+
+
+def exposed_confound(samples: pd.DataFrame | None, v: Verdict) -> str | None:
+    """For a loss-anchored HOL verdict (hol_*): "≈ N streams exposed per loss" when the median
+    `hol_exposed_mean` over its cells and both protocols is ≤ FEW_EXPOSED_STREAMS — then a loss
+    finds no other stream with data in flight to block, and h2 and h3 read alike by
+    construction (e.g. 4 streams at a 200 ms interval: one event within the recovery window)."""
+    if samples is None or not v.metric.startswith("hol_"):
+        return None
+    rows = samples[
+        (samples["workload"] == v.workload)
+        & (samples["metric"] == "hol_exposed_mean")
+        & samples["cell"].isin(v.cells)
+    ]
+    if rows.empty:
+        return None
+    exposed = float(rows["value"].median())
+    if exposed > FEW_EXPOSED_STREAMS:
+        return None
+    return f"≈ {exposed:.2g} stream(s) exposed per loss: no other stream to block"
+
+
+def confounds(
+    v: Verdict, meta: dict[str, Any], samples: pd.DataFrame | None = None
+) -> tuple[str, ...]:
     """Everything that may make `v` measure something other than the protocol: its flags, the
-    congestion controllers of its cells, a single watch stream."""
+    congestion controllers of its cells, a single watch stream, too few streams exposed per
+    loss (with `samples`)."""
     out = list(v.flags)
     for cell in v.cells:
         text = controller_confound(meta, cell, v.implementation)
@@ -285,6 +311,8 @@ def confounds(v: Verdict, meta: dict[str, Any]) -> tuple[str, ...]:
             out.append(text)
     if v.workload == "watch" and stream_counts(meta, "watch", v.cells) == [1]:
         out.append("1 stream: no other stream to block")
+    elif (few := exposed_confound(samples, v)) is not None:
+        out.append(few)
     return tuple(out)
 
 
@@ -379,7 +407,8 @@ def claim_rows(
         mine: list[ClaimRow] = []
         for m in claim.measures:
             for v in _measure_verdicts(samples, m, lossy, seed):
-                mine.append(ClaimRow(claim, m, condition_text(v, meta), v, confounds(v, meta)))
+                row = ClaimRow(claim, m, condition_text(v, meta), v, confounds(v, meta, samples))
+                mine.append(row)
         if not mine:
             m = claim.measures[0]
             mine.append(ClaimRow(claim, m, "—", None, missing=_why_missing(samples, m, lossy)))
