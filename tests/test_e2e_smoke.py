@@ -5,15 +5,22 @@ an interrupted run (SIGINT after its first finished cell) resumes without redoin
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from labrun import (
+    EMULATOR,
+    ROOT,
+    lab_argv,
+    run_lab,
+    run_scenario,
+    skip_without_netns,
+    write_scenario,
+)
 
 from lab.net import nsenter
 from lab.results.reader import load
@@ -21,19 +28,7 @@ from lab.results.schema import AGGREGATE_METRICS, SAMPLE_METRICS
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(600)]
 
-ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "scenarios" / "smoke.yaml"
-
-
-def _needs_netns() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    if not Path("/dev/net/tun").exists():
-        pytest.skip("needs /dev/net/tun")
-
-
-def _lab_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lab", *args]
 
 
 def _prefixes(meta: dict) -> set[str]:
@@ -52,21 +47,9 @@ def _assert_no_namespaces_left(prefixes: set[str]) -> None:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory):
     """Run smoke.yaml once; (completed process, results)."""
-    _needs_netns()
-    out = tmp_path_factory.mktemp("smoke") / "results"
-    t0 = time.monotonic()
-    p = subprocess.run(
-        _lab_argv("run", str(SMOKE), "--out", str(out), "--impair", "emulator", "--yes"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    wall = time.monotonic() - t0
-    assert p.returncode == 0, p.stdout + p.stderr
-    (run_dir,) = out.iterdir()
-    return p, load(run_dir), wall
+    skip_without_netns()
+    run = run_scenario(SMOKE, tmp_path_factory.mktemp("smoke") / "results")
+    return run.process, run.results, run.wall_s
 
 
 def test_smoke_prints_plan_then_run_dir(smoke) -> None:
@@ -185,12 +168,11 @@ matrix:
 
 
 def test_interrupted_run_resumes_without_redoing_finished_cells(tmp_path: Path) -> None:
-    _needs_netns()
-    scenario = tmp_path / "resumable.yaml"
-    scenario.write_text(TWO_CELLS)
+    skip_without_netns()
+    scenario = write_scenario(tmp_path, "resumable", TWO_CELLS)
     out = tmp_path / "results"
     proc = subprocess.Popen(
-        _lab_argv("run", str(scenario), "--out", str(out), "--impair", "emulator", "--yes"),
+        lab_argv("run", str(scenario), "--out", str(out), *EMULATOR),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -231,15 +213,7 @@ def test_interrupted_run_resumes_without_redoing_finished_cells(tmp_path: Path) 
         for c, r in zip(partial.samples["cell"], partial.samples["repetition"], strict=True)
     } == {("c000", 0)}
 
-    p = subprocess.run(
-        _lab_argv("run", "--resume", str(run_dir), "--yes"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
+    run_lab("run", "--resume", str(run_dir), "--yes")
     res = load(run_dir)
     assert res.status == "complete"
     assert sorted(map(tuple, res.meta["completed"])) == [("c000", 0), ("c001", 0)]
@@ -259,19 +233,8 @@ SMOKE_CADDY = ROOT / "scenarios" / "smoke-caddy.yaml"
 def test_caddy_under_lab_run(tmp_path: Path) -> None:
     """`server: caddy` (quic-go) through the same namespaces and emulator: TTFB per mode with
     0-RTT proven by the handshake (Caddy sends no lab-early-data header), and goodput."""
-    _needs_netns()
-    out = tmp_path / "results"
-    p = subprocess.run(
-        _lab_argv("run", str(SMOKE_CADDY), "--out", str(out), "--impair", "emulator", "--yes"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
-    (run_dir,) = out.iterdir()
-    res = load(run_dir)
+    skip_without_netns()
+    res = run_scenario(SMOKE_CADDY, tmp_path / "results").results
     s = res.samples
     assert set(s["implementation"]) == {"caddy"}
     ttfb = s[s["metric"] == "ttfb_rtt"]

@@ -5,17 +5,13 @@ both protocols restarted from the same seed."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from labrun import run_scenario, skip_without_netns, write_scenario
 
-from lab.results.reader import load
 from lab.results.schema import samples_frame
 from lab.scenario.workloads import WatchParams
 from lab.workloads import metrics
@@ -283,7 +279,6 @@ def test_aggregate_rows_with_and_without_a_drop_log() -> None:
 
 
 # --- real runs: isolated losses, both protocols from the same seed --------------------------
-ROOT = Path(__file__).resolve().parents[1]
 REAL = """
 name: holcheck
 seed: 3
@@ -301,33 +296,9 @@ matrix:
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory):
-    if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
-        pytest.skip("needs root and /dev/net/tun")
+    skip_without_netns()
     d = tmp_path_factory.mktemp("hol")
-    scenario = d / "holcheck.yaml"
-    scenario.write_text(REAL)
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lab",
-            "run",
-            str(scenario),
-            "--out",
-            str(d / "results"),
-            "--impair",
-            "emulator",
-            "--yes",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
-    (run_dir,) = (d / "results").iterdir()
-    return load(run_dir)
+    return run_scenario(write_scenario(d, "holcheck", REAL), d / "results").results
 
 
 def _per_cell(samples: pd.DataFrame, metric: str) -> pd.Series:

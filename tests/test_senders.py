@@ -7,19 +7,16 @@ no loss, 50 Mbit/s) is not."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from labrun import run_scenario, skip_without_netns, write_scenario
 
 from lab.net.inet_diag import CONNECTIONS, DiagSocket
-from lab.results.reader import load
 from lab.run.sender_sampler import read_quic_log
 from lab.workloads.aggregate import sender_rows
 from lab.workloads.metrics import (
@@ -128,8 +125,6 @@ def test_quic_log_needs_waiting_data_as_well_as_a_full_window(tmp_path: Path) ->
 
 
 # --- real runs ----------------------------------------------------------------------------
-ROOT = Path(__file__).resolve().parents[1]
-EMULATOR = ("--impair", "emulator", "--yes")
 LIMITED = """
 name: congested
 seed: 5
@@ -155,28 +150,14 @@ workloads:
 
 
 def _run(tmp: Path, name: str, text: str) -> pd.DataFrame:
-    scenario = tmp / f"{name}.yaml"
-    scenario.write_text(text)
-    out = tmp / name
-    p = subprocess.run(
-        [sys.executable, "-m", "lab", "run", str(scenario), "--out", str(out), *EMULATOR],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
-    (run_dir,) = out.iterdir()
-    s = load(run_dir).samples
+    s = run_scenario(write_scenario(tmp, name, text), tmp / name).results.samples
     rows = s[s["metric"].isin(["sender_cwnd_limited_fraction", "congestion_limited"])]
     return rows.pivot_table(index="protocol", columns="metric", values="value")
 
 
 @pytest.fixture(scope="module")
 def real_cells(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
-        pytest.skip("needs root and /dev/net/tun")
+    skip_without_netns()
     d = tmp_path_factory.mktemp("senders")
     return _run(d, "limited", LIMITED), _run(d, "unlimited", UNLIMITED)
 

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
 import trio
 
 from lab.http.client import open_connection
+from lab.http.settings import H2ServerLimits, QuicServerLimits
 from lab.http.tls import ensure_certs
 from lab.http.types import ConnectOptions, RequestFailed
 
@@ -95,6 +97,34 @@ def test_serve_prints_addresses_and_settings(serve):
     assert "max_concurrent_streams=42" in out
     assert "tcp_congestion=reno" in out
     assert "stream_window=16777216" in out
+
+
+def _line(out: str, prefix: str) -> str:
+    (line,) = [ln.strip() for ln in out.splitlines() if ln.strip().startswith(prefix)]
+    return line
+
+
+def test_serve_prints_the_bounds_given_on_the_command_line(serve):
+    """One line per protocol names every bound with its value; non-default flags show."""
+    given = {
+        "--h2-stall-timeout": ("stream_stall_timeout_s", "7.5"),
+        "--h2-max-queued-control": ("max_queued_control_frames", "1234"),
+        "--h3-max-half-open": ("max_half_open", "33"),
+        "--h3-handshake-timeout": ("handshake_timeout_s", "2.5"),
+    }
+    defaults = {**asdict(H2ServerLimits()), **asdict(QuicServerLimits())}
+    assert all(str(defaults[name]) != value for name, value in given.values())
+    server = serve(*[a for flag, (_, value) in given.items() for a in (flag, value)])
+    h2_line = _line(server.output, "h2 bounds:")
+    h3_line = _line(server.output, "h3 bounds:")
+    for name, value in list(given.values())[:2]:
+        assert f" {name}={value}" in h2_line
+    for name, value in list(given.values())[2:]:
+        assert f" {name}={value}" in h3_line
+    assert f" idle_timeout_s={H2ServerLimits().idle_timeout_s}" in h2_line  # a default one
+    for line, limits in ((h2_line, H2ServerLimits), (h3_line, QuicServerLimits)):
+        names = [item.split("=")[0] for item in line.split()[2:]]
+        assert names == [f.name for f in fields(limits)]
 
 
 def test_sigterm_lets_the_in_flight_request_finish_then_exits(serve):

@@ -52,7 +52,9 @@ def request_head(
 class Exchange:
     """One request in flight: what of its response arrived, and when (CLOCK_MONOTONIC ns).
 
-    The first of `end` and `fail` decides how the exchange ended; `done` is set then.
+    The first of `end` and `fail` decides how the exchange ended; `done` is set then. A response
+    to HEAD (`head_request`) has no body whatever its content-length says (RFC 9110 §9.3.2);
+    body bytes on one fail the exchange.
     """
 
     __slots__ = (
@@ -62,6 +64,7 @@ class Exchange:
         "end_ns",
         "error",
         "first_byte_ns",
+        "head_request",
         "headers",
         "keep_body",
         "on_chunk",
@@ -75,6 +78,7 @@ class Exchange:
         self.stream_id = stream_id
         self.keep_body = keep_body
         self.on_chunk = on_chunk
+        self.head_request = False  # the request's method was HEAD: no body may follow
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []  # the response's, without pseudo-headers
         self.parts: list[bytes] = []  # body chunks, kept only with keep_body
@@ -98,7 +102,12 @@ class Exchange:
 
     def on_data(self, data: bytes, now_ns: int) -> None:
         """A chunk of response body received at `now_ns`; an empty one still counts as a chunk
-        but not as the first byte."""
+        but not as the first byte. Body bytes in a response to HEAD fail the exchange."""
+        if self.head_request and data:
+            self.fail(
+                RequestFailed(f"stream {self.stream_id}: {len(data)} body bytes in a HEAD response")
+            )
+            return
         if self.first_byte_ns is None and data:
             self.first_byte_ns = now_ns
         self.body_bytes += len(data)
@@ -169,6 +178,7 @@ class ClientConnection(abc.ABC, Generic[ExchangeT]):
     ) -> Response:
         """Send one request and wait for its whole response; many may run concurrently."""
         exchange = await self._open_exchange(keep_body, on_chunk)
+        exchange.head_request = method == "HEAD"  # methods are case-sensitive (RFC 9110 §9.1)
         head = request_head(method, path, self.authority, headers, body)
         try:
             await self._send_request(exchange, head, body)

@@ -21,6 +21,7 @@ import trio
 from lab.http.exchange import ClientConnection, Exchange, Head, authority_of
 from lab.http.h3_control import GoawayWatcher
 from lab.http.h3_driver import QuicDriver, StreamClosedError
+from lab.http.h3_head_response import client_h3_connection
 from lab.http.quic_engine import load_engine, peer_stream_credit
 from lab.http.tls import keylog_file
 from lab.http.types import (
@@ -84,6 +85,12 @@ class H3Connection(QuicDriver, ClientConnection[Exchange]):
     def _store_ticket(self, ticket: Any) -> None:
         if self.opts.tickets is not None:
             self.opts.tickets.put("h3", self.opts.host, self.opts.port, ticket)
+
+    def ensure_h3(self) -> None:
+        """Create the H3Connection (once); responses to HEAD keep their content-length
+        (lab.http.h3_head_response)."""
+        if self.h3 is None:
+            self.h3 = client_h3_connection(self.engine.h3)(self.quic)
 
     # --- engine events ---------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import trio
 from lab.http.app import handle
 from lab.http.h2_server import serve_h2
 from lab.http.h3_server import serve_h3
-from lab.http.settings import ServerConfig
+from lab.http.settings import H2ServerLimits, QuicServerLimits, ServerConfig
 from lab.http.tcp import bind_tcp
 from lab.http.tls import ensure_certs, server_ssl_context
 
@@ -162,8 +162,14 @@ def _lowat(value: int | None) -> str:
     return "kernel-default" if value is None else f"{value}B"
 
 
+def _bounds(limits: H2ServerLimits | QuicServerLimits) -> str:
+    """Every field of a bounds dataclass as name=value (units are in the names: _s, _bytes)."""
+    return " ".join(f"{f.name}={getattr(limits, f.name)}" for f in dataclasses.fields(limits))
+
+
 def describe(info: ServerInfo) -> str:
-    """What `lab serve` prints when ready: addresses, certificate, protocol settings."""
+    """What `lab serve` prints when ready: addresses, certificate, protocol settings, the
+    servers' bounds; the `grace_s=` line comes last."""
     cfg = info.config
     lines = [f"lab serve: listening on port {cfg.port}"]
     lines += [f"  h2   tcp  {a}  (TLS 1.3, ALPN h2, http/1.1)" for a in info.tcp_addresses]
@@ -187,5 +193,7 @@ def describe(info: ServerInfo) -> str:
         f"idle_timeout_s={qs.idle_timeout_s} max_streams={qs.max_concurrent_streams} "
         f"qlog_dir={qs.qlog_dir}"
     )
+    lines.append(f"  h2 bounds: {_bounds(cfg.h2_limits)}")
+    lines.append(f"  h3 bounds: {_bounds(cfg.quic_limits)}")
     lines.append(f"  grace_s={cfg.grace_s} pods={cfg.pod_count}×{cfg.pod_size_bytes} B")
     return "\n".join(lines)

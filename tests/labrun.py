@@ -1,0 +1,76 @@
+"""`lab run` as a user runs it, for the tests that need a real run: a scenario file (written here
+or one of scenarios/), `python -m lab run FILE --out DIR --impair emulator --yes` in a
+subprocess from the repository root, exit code 0, and the one run directory loaded back.
+
+Imported as `from labrun import ...` (tests/ is on sys.path, as for tests/fixtures).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lab.results.reader import RunResults, load
+
+ROOT = Path(__file__).resolve().parents[1]
+EMULATOR = ("--impair", "emulator", "--yes")  # the userspace emulator, no confirmation prompt
+RUN_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class LabRun:
+    """A finished `lab run`: its process (stdout, stderr), its results and its wall time (s)."""
+
+    process: subprocess.CompletedProcess[str]
+    results: RunResults
+    wall_s: float
+
+
+def skip_without_netns() -> None:
+    """Skip the calling test or fixture unless this host can build namespaces and TUN devices."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    if not Path("/dev/net/tun").exists():
+        pytest.skip("needs /dev/net/tun")
+
+
+def lab_argv(*args: str) -> list[str]:
+    """argv of `python -m lab ARGS` with this interpreter."""
+    return [sys.executable, "-m", "lab", *args]
+
+
+def run_lab(*args: str, timeout_s: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    """Run `python -m lab ARGS` from the repository root (no stdin); assert exit code 0."""
+    p = subprocess.run(
+        lab_argv(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p
+
+
+def write_scenario(directory: Path, name: str, text: str) -> Path:
+    """`text` written to DIRECTORY/NAME.yaml; its path."""
+    scenario = directory / f"{name}.yaml"
+    scenario.write_text(text)
+    return scenario
+
+
+def run_scenario(scenario: Path, out: Path, *, timeout_s: float = RUN_TIMEOUT_S) -> LabRun:
+    """`lab run SCENARIO --out OUT` through the emulator; asserts exit code 0 and exactly one
+    run directory under OUT, and loads it."""
+    t0 = time.monotonic()
+    p = run_lab("run", str(scenario), "--out", str(out), *EMULATOR, timeout_s=timeout_s)
+    wall_s = time.monotonic() - t0
+    (run_dir,) = out.iterdir()
+    return LabRun(p, load(run_dir), wall_s)
