@@ -1,5 +1,6 @@
 """The TUN emulator with real namespaces and packets: no bypass, delay, loss on TCP and UDP,
-seeded reproducibility, outputs."""
+seeded reproducibility, outputs; its log of the server's TCP first transmissions on hand-built
+packets and on a real lossy transfer."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from lab.link.emulator import (
+    SEQ_MODULUS,
     EmulatorError,
     EmulatorProcess,
     EmulatorReport,
+    TcpSentLog,
     ip_proto,
     not_end_to_end,
 )
@@ -96,6 +99,103 @@ def test_ip_proto_parses_v4_and_v6() -> None:
     assert not not_end_to_end(v4) and not not_end_to_end(v6)
     mld = bytes([0x60, 0, 0, 0, 0, 36, 0, 1]) + b"\xfe\x80" + bytes(14) + b"\xff\x02" + bytes(14)
     assert not_end_to_end(mld) and not_end_to_end(b"\x00" * 30)
+
+
+# --- the TCP first-transmission log on hand-built packets -------------------------------------
+SYN, ACK, FIN = 0x02, 0x10, 0x01
+
+
+def _tcp(v: int, dport: int, seq: int, payload: int, flags: int = ACK, options: int = 0) -> bytes:
+    """A server→client IPv4 (`v` 4, IHL 6: with 4 bytes of IP options) or IPv6 TCP packet with
+    `options` bytes of TCP options and `payload` bytes of data."""
+    offset = (20 + options) // 4
+    tcp = struct.pack("!HHIIBBHHH", 8443, dport, seq, 777, offset << 4, flags, 65535, 0, 0)
+    tcp += bytes(options + payload)
+    if v == 4:
+        size = 24 + len(tcp)
+        return struct.pack("!BBHHHBBH8s", 0x46, 0, size, 0, 0, 64, 6, 0, bytes(8)) + bytes(4) + tcp
+    return struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, bytes(16), bytes(16)) + tcp
+
+
+@pytest.mark.parametrize("v", [4, 6])
+def test_tcp_sent_log_records_first_transmissions_from_the_syn_acks_isn(v: int) -> None:
+    log = TcpSentLog()
+    isn = 1_000_000
+    log.offer(_tcp(v, 50001, isn - 5, 100), 1)  # before its SYN-ACK: unknown flow, ignored
+    log.offer(_tcp(v, 50001, isn, 0, SYN | ACK, options=20), 2)  # the SYN-ACK: ISN
+    log.offer(_tcp(v, 50001, isn + 1, 0), 3)  # a pure ACK: no data
+    log.offer(_tcp(v, 50001, isn + 1, 1448, options=12), 4)
+    log.offer(_tcp(v, 50001, isn + 1449, 1000), 5)
+    log.offer(_tcp(v, 50001, isn + 1, 1448, options=12), 6)  # a retransmission: not new
+    log.offer(_tcp(v, 50001, isn + 1449, 1200), 7)  # retransmitted with 200 new bytes
+    log.offer(_tcp(v, 50001, isn + 2649, 50, ACK | FIN), 8)  # FIN: its sequence number no byte
+    assert log.records == [(4, 50001, 1448), (5, 50001, 2448), (7, 50001, 2648), (8, 50001, 2698)]
+
+
+def test_tcp_sent_log_keeps_flows_apart_and_restarts_on_a_new_syn_ack() -> None:
+    log = TcpSentLog()
+    log.offer(_tcp(4, 40000, 10, 0, SYN | ACK), 1)
+    log.offer(_tcp(6, 40002, 5_000, 0, SYN | ACK), 2)
+    log.offer(_tcp(4, 40000, 11, 500), 3)
+    log.offer(_tcp(6, 40002, 5_001, 300), 4)
+    log.offer(_tcp(4, 40000, 999, 0, SYN | ACK), 5)  # the port reused by a new connection
+    log.offer(_tcp(4, 40000, 1000, 100), 6)
+    assert log.records == [(3, 40000, 500), (4, 40002, 300), (6, 40000, 100)]
+    log.offer(bytes([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17]) + bytes(18), 7)  # UDP: ignored
+    log.offer(_tcp(4, 40000, 1000, 0)[:30], 8)  # truncated TCP header: ignored
+    assert len(log.records) == 3
+
+
+def test_tcp_sent_log_offsets_go_on_across_the_sequence_wrap() -> None:
+    log = TcpSentLog()
+    isn = SEQ_MODULUS - 1000
+    log.offer(_tcp(4, 40000, isn, 0, SYN | ACK), 1)
+    log.offer(_tcp(4, 40000, isn + 1, 900), 2)
+    log.offer(_tcp(4, 40000, (isn + 901) % SEQ_MODULUS, 1400), 3)  # crosses 2**32
+    log.offer(_tcp(4, 40000, (isn + 2301) % SEQ_MODULUS, 1400), 4)  # wholly past it
+    log.offer(_tcp(4, 40000, (isn + 901) % SEQ_MODULUS, 1400), 5)  # a retransmission
+    assert log.records == [(2, 40000, 900), (3, 40000, 2300), (4, 40000, 3700)]
+    log.flows[40000][1] = SEQ_MODULUS + 5  # more than 4 GiB into the stream
+    log.offer(_tcp(4, 40000, (isn + 1 + SEQ_MODULUS + 5) % SEQ_MODULUS, 10), 6)
+    assert log.records[-1] == (6, 40000, SEQ_MODULUS + 15)
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_tcp_sent_log_of_a_lossy_transfer_counts_each_byte_once(
+    topology: Topology, tmp_path: Path, family: int
+) -> None:
+    """2 MB server→client at 5 % downlink loss: retransmissions galore, yet the log's offsets
+    rise strictly, end at exactly the bytes sent, and the port is the client's."""
+    t = topology
+    total = 2_000_000
+    spec = DirectionSpec(loss=BernoulliLoss(model="bernoulli", rate=0.05))
+    with EmulatorProcess(t, LinkSpec(downlink=spec), seed=5, out_dir=tmp_path) as emu:
+        srv = t.socket(t.server_ns, family, socket.SOCK_STREAM)
+        cli = t.socket(t.client_ns, family, socket.SOCK_STREAM)
+        with srv, cli:
+            srv.bind((_addr(t, family, "server"), 9260))
+            srv.listen()
+            cli.settimeout(20)
+            cli.connect((_addr(t, family, "server"), 9260))
+            conn, _ = srv.accept()
+            with conn:
+                sender = threading.Thread(target=conn.sendall, args=(bytes(total),))
+                sender.start()
+                got = 0
+                while got < total:
+                    got += len(cli.recv(1 << 20))
+                sender.join()
+            port = cli.getsockname()[1]
+    report = EmulatorReport.load(emu.out_dir)
+    sent = report.tcp_sent()
+    assert list(sent.columns) == ["time_ns", "client_port", "end_offset"]
+    assert set(sent["client_port"]) == {port}
+    assert sent["end_offset"].is_monotonic_increasing and sent["end_offset"].is_unique
+    assert sent["end_offset"].iloc[-1] == total
+    assert sent["time_ns"].is_monotonic_increasing
+    dropped = report.directions["downlink"].packets_dropped
+    assert dropped > 20  # retransmissions happened, and none of them was logged as new
+    assert len(sent) < report.directions["downlink"].packets_in - dropped
 
 
 def test_emulator_down_means_no_bypass(topology: Topology, tmp_path: Path) -> None:

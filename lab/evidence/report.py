@@ -400,8 +400,9 @@ def _departure_note(df: pd.DataFrame) -> list[Any]:
         Para(
             "Where the time went (queued at the sender, and the rest: network and receiver): "
             "departures " + "; ".join(parts) + ". The reference server stamps them (h2: the "
-            "kernel's transmit timestamp of the send holding an event's last byte; h3: the "
-            "first datagram carrying it); Go, Caddy and qh3 do not. See docs/metrics.md."
+            "emulator's first transmission of the TCP bytes ending the event's TLS record, none "
+            "on netem; h3: the first datagram carrying it); Go, Caddy and qh3 do not. See "
+            "docs/metrics.md."
         )
     ]
 

@@ -19,11 +19,11 @@ lets our control-frame replies pile up get GOAWAY(ENHANCE_YOUR_CALM); frame rule
 checked by `GoAwayFilter`. Each hit is one log line and a counter of the `h2 summary:` line
 logged at shutdown.
 
-Departure stamps (only when `departure_log()` is set, env LAB_DEPARTURE_LOG): TLS runs over a
-`TxStampedStream`. Once all of a watch event's bytes are in the engine, its writer moves them to
+Departure offsets (only when `tcp_offset_log()` is set, env LAB_TCP_OFFSET_LOG): TLS runs over a
+`TcpOffsetStream`. Once all of a watch event's bytes are in the engine, its writer moves them to
 `_out` and notes (stamp, position in `_out`); the writer hands the batch's stamps to the stream
-with the batch (`expect` / `batch_sent`), which logs when each event's TLS record left the host.
-Nothing waits for a stamp; without the env var none of this runs.
+with the batch (`expect` / `batch_sent`), which logs where each event's TLS record ends in the TCP
+stream (the emulator says when those bytes left). Without the env var none of this runs.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 
 from lab.http.app import Handler, PeerGone, Request, respond_error
-from lab.http.departure_log import departure_log
+from lab.http.departure_log import tcp_offset_log
 from lab.http.h2_frames import (
     BoundedH2Connection,
     FrameRuleError,
@@ -55,7 +55,7 @@ from lab.http.h2_frames import (
 from lab.http.h2_limits import BodyBudget, BoundEvent, ResetRate, ServerTotals
 from lab.http.settings import ServerConfig
 from lab.http.tcp import set_tcp_options
-from lab.http.tx_stamped_stream import TxStampedStream
+from lab.http.tcp_offsets import TcpOffsetStream
 from lab.http.types import EARLY_DATA_HEADER
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class H2ServerConnection:
         shutdown: trio.Event,
         peer: str = "?",
         totals: ServerTotals | None = None,
-        departures: TxStampedStream | None = None,
+        departures: TcpOffsetStream | None = None,
     ):
         self.transport = transport
         self.departures = departures  # the TCP stream under `transport` when stamping
@@ -667,7 +667,7 @@ async def _serve_one(
     shutdown: trio.Event,
     totals: ServerTotals,
 ) -> None:
-    departures: TxStampedStream | None = None
+    departures: TcpOffsetStream | None = None
     try:
         peer = "?"
         try:
@@ -678,8 +678,8 @@ async def _serve_one(
         set_tcp_options(
             sock_stream.socket, config.h2.tcp_congestion, config.h2.tcp_notsent_lowat_bytes
         )
-        if (departure_file := departure_log()) is not None:  # before TLS: keys count from 0
-            departures = TxStampedStream.open(sock_stream, departure_file)
+        if (offset_file := tcp_offset_log()) is not None:  # before TLS: count from ISN + 1
+            departures = TcpOffsetStream.open(sock_stream, offset_file)
         tls = trio.SSLStream(departures or sock_stream, ssl_context, server_side=True)
         with trio.move_on_after(HANDSHAKE_TIMEOUT_S) as hs:
             await tls.do_handshake()

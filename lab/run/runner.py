@@ -53,7 +53,7 @@ from typing import Any
 import pandas as pd
 
 from lab.errors import HostNotCapable, PeerError, RunError, RunSetupError
-from lab.http.departure_log import DEPARTURE_LOG_ENV
+from lab.http.departure_log import DEPARTURE_LOG_ENV, TCP_OFFSET_LOG_ENV
 from lab.http.sender_log import SENDER_LOG_ENV
 from lab.http.tls import ensure_certs
 from lab.link.emulator import EmulatorProcess
@@ -74,7 +74,7 @@ from lab.results.schema import SCHEMA_VERSION, RunStatus
 from lab.results.writer import RunWriter, open_for_resume
 from lab.run.children import Child, check_alive, tail, wait_exit, wait_readable
 from lab.run.collect import cell_frame
-from lab.run.departures import read_departure_log
+from lab.run.departures import read_departure_log, read_tcp_offset_log, tcp_departures
 from lab.run.lifecycle import deferred_interrupts, owned, sigterm_as_interrupt
 from lab.run.machine import machine_info
 from lab.run.plan import (
@@ -299,10 +299,12 @@ class Runner:
         tc = time.monotonic()
         check_alive(watched, "the collection")  # one that died after the last agent's end
         drop_logs: list[pd.DataFrame | None] = [None] * len(results)
+        tcp_sent: list[pd.DataFrame | None] = [None] * len(results)
         if emu is not None:
             report = emu.stop()
             out.problems = report.problems()
             drop_logs = list(phase_drops(report.drops(), phase_starts))
+            tcp_sent = list(phase_drops(report.tcp_sent(), phase_starts))
         quic_senders = read_quic_log(server_logs.quic_senders)
         if quic_senders is not None:
             senders["h3"] = quic_senders
@@ -312,6 +314,10 @@ class Runner:
                 "error": None if quic_senders is not None else "the server logs no QUIC state",
             }
         departures = read_departure_log(server_logs.departures)
+        tcp_offsets = read_tcp_offset_log(server_logs.tcp_offsets)
+        for (protocol, _), sent in zip(results, tcp_sent, strict=True):
+            if protocol == "h2" and tcp_offsets is not None and sent is not None:
+                departures["h2"] = tcp_departures(tcp_offsets, sent)  # left = seen by the emulator
         frames = []
         for (protocol, result), drops in zip(results, drop_logs, strict=True):
             frame, errors = cell_frame(
@@ -384,7 +390,11 @@ class Runner:
         results directory (`server/<tag>/`) as raw evidence, like the emulator's drop log."""
         out = self.writer.path / "server" / tag
         out.mkdir(parents=True, exist_ok=True)
-        return ServerLogs(quic_senders=out / "quic-senders.csv", departures=out / "departures.csv")
+        return ServerLogs(
+            quic_senders=out / "quic-senders.csv",
+            departures=out / "departures.csv",
+            tcp_offsets=out / "tcp-offsets.csv",
+        )
 
     def _spawn_server(
         self,
@@ -407,6 +417,7 @@ class Runner:
             **os.environ,
             SENDER_LOG_ENV: str(server_logs.quic_senders),
             DEPARTURE_LOG_ENV: str(server_logs.departures),
+            TCP_OFFSET_LOG_ENV: str(server_logs.tcp_offsets),
             **spec.env,
         }
         with open(log, "wb") as f:
@@ -643,16 +654,18 @@ class Runner:
 @dataclass(frozen=True)
 class ServerLogs:
     """The files a server writes about itself during one repetition (absent when it cannot):
-    its QUIC sender state (lab.http.sender_log) and its watch events' departures
-    (lab.http.departure_log)."""
+    its QUIC sender state (lab.http.sender_log), its watch events' departures and h2's TCP
+    offsets (lab.http.departure_log)."""
 
     quic_senders: Path
     departures: Path
+    tcp_offsets: Path
 
 
 def phase_drops(drops: pd.DataFrame, starts_ns: Sequence[int]) -> list[pd.DataFrame]:
-    """The drop log split into the protocol phases that begin at `starts_ns` (sorted,
-    CLOCK_MONOTONIC ns): phase i holds the drops from its start to the next one's."""
+    """The drop log (or another emulator log with `time_ns`, e.g. tcp-sent.csv) split into the
+    protocol phases that begin at `starts_ns` (sorted, CLOCK_MONOTONIC ns): phase i holds the
+    rows from its start to the next one's."""
     times = drops["time_ns"].to_numpy()
     ends = [*starts_ns[1:], None]
     return [
