@@ -64,6 +64,20 @@ def test_no_zero_rtt_column_for_h2(summary: pd.DataFrame) -> None:
     assert ("0-RTT early data (fraction)", "h2") not in columns
 
 
+def test_no_zero_rtt_column_for_h2_even_when_its_agent_reported_one(summary: pd.DataFrame) -> None:
+    """Real h2 agents run the zero_rtt mode as a resumed handshake (no TLS early data), so
+    summary.csv has h2 values there; the table still shows 0-RTT for h3 only."""
+    with_h2 = summary.copy()
+    h2 = (with_h2["protocol"] == "h2") & (with_h2["workload"] == "handshake")
+    with_h2.loc[h2, "ttfb_rtt_zero_rtt"] = 3.1
+    with_h2.loc[h2, "early_data_fraction_zero_rtt"] = 0.0
+    columns = _columns(_tables(with_h2)["handshake"])
+    assert ("TTFB 0-RTT (RTT)", "h3") in columns
+    assert ("TTFB 0-RTT (RTT)", "h2") not in columns
+    assert ("0-RTT early data (fraction)", "h2") not in columns
+    assert ("TTFB resumed (RTT)", "h2") in columns
+
+
 def test_flags_get_a_column_only_where_set(summary: pd.DataFrame) -> None:
     watch = _tables(summary)["watch"]
     assert ("cpu-bound", "h3") in _columns(watch) and ("cpu-bound", "h2") not in _columns(watch)

@@ -112,6 +112,9 @@ class RunProgress(Hooks):
 # Per workload kind: the summary.csv columns of its terminal table, each with its header (unit
 # in parentheses). A column the summary does not have is left out; one protocol's column is left
 # out when that protocol has no value in it (h2 has no 0-RTT).
+# HTTP/2 has no 0-RTT (Python's ssl and Go's crypto/tls send no TLS early data): its agents'
+# zero_rtt mode is a resumed handshake with no early data, shown as TTFB resumed.
+H3_ONLY_COLUMNS = frozenset({"ttfb_rtt_zero_rtt", "early_data_fraction_zero_rtt"})
 SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "handshake": (
         ("ttfb_rtt_cold", "TTFB cold (RTT)"),
@@ -205,6 +208,8 @@ def _workload_table(workload: str, rows: pd.DataFrame) -> Table:
         if col not in rows.columns:
             continue
         shown = [p for p in protocols if by_protocol[p][col].notna().any()]
+        if col in H3_ONLY_COLUMNS:  # an h2 agent's "zero_rtt" is a resumed TLS handshake
+            shown = [p for p in shown if p != "h2"]
         columns += [(col, p, f"{head if i == 0 else ''}\n{p}") for i, p in enumerate(shown)]
     for col, head in FLAG_COLUMNS:
         if col not in rows.columns:
