@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.events import agent_event_rows
 from labrun import run_scenario, skip_without_netns, write_scenario
 
 from lab.results.schema import samples_frame
@@ -247,18 +248,7 @@ def test_aggregate_rows_with_and_without_a_drop_log() -> None:
     trace = Trace(streams=4, interval_ms=20.0)
     t = trace.carrier_drop_ms(1, 20)
     events = trace.events([(t, 1)], tcp=False)
-    rows = [
-        {
-            "metric": "event_latency_ms",
-            "value": (r.received_ns - r.sent_ns) / MS,
-            "unit": "ms",
-            "stream": int(r.stream),
-            "seq": int(r.seq),
-            "sent_ns": int(r.sent_ns),
-            "received_ns": int(r.received_ns),
-        }
-        for r in events.itertuples()
-    ]
+    rows = agent_event_rows(events)
     params = WatchParams(kind="watch", streams=4, interval_ms=20)
     netem = aggregate("watch", params, rows, base_rtt_ms=RTT_MS, rate_mbit=None)
     assert not {"hol_spread", "hol_losses"} & {r["metric"] for r in netem}

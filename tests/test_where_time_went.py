@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import trio
+from fixtures.events import agent_event_rows
 from fixtures.make_run import make_run_from_rows
 from matplotlib.figure import Figure
 from test_server import ServeProcess
@@ -192,29 +193,19 @@ def test_stamps_that_do_not_belong_together_are_left_out_and_counted() -> None:
 
 
 # --- rows for samples.parquet ---------------------------------------------------------------
-def _agent_rows(trace: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {
-            "metric": "event_latency_ms",
-            "value": (r.received_ns - r.sent_ns) / MS,
-            "unit": "ms",
-            "stream": int(r.stream),
-            "seq": int(r.seq),
-            "sent_ns": int(r.sent_ns),
-            "received_ns": int(r.received_ns),
-        }
-        for r in trace.itertuples()
-    ]
-
-
 def test_aggregate_adds_per_event_rows_and_aggregates_the_contract_takes() -> None:
     trace = _trace(queued={(1, 10): 30.0}, delayed={(2, 15): 62.5})
     params = WatchParams(kind="watch", streams=4, interval_ms=20)
-    plain = aggregate("watch", params, _agent_rows(trace), base_rtt_ms=RTT_MS, rate_mbit=None)
+    plain = aggregate("watch", params, agent_event_rows(trace), base_rtt_ms=RTT_MS, rate_mbit=None)
     assert not {"event_queue_ms", "departures_matched"} & {r["metric"] for r in plain}
     deps = trace.loc[trace["seq"] != 0, ["sent_ns", "left_ns"]]  # 4 events unstamped
     out = aggregate(
-        "watch", params, _agent_rows(trace), base_rtt_ms=RTT_MS, rate_mbit=None, departures=deps
+        "watch",
+        params,
+        agent_event_rows(trace),
+        base_rtt_ms=RTT_MS,
+        rate_mbit=None,
+        departures=deps,
     )
     queue = [r for r in out if r["metric"] == "event_queue_ms"]
     rest = [r for r in out if r["metric"] == "event_rest_ms"]
@@ -251,7 +242,7 @@ def test_cell_frame_threads_departures_to_the_watch() -> None:
     result = {
         "protocol": "h2",
         "workloads": [
-            {"index": 0, "kind": "watch", "rows": _agent_rows(trace), "error": None}
+            {"index": 0, "kind": "watch", "rows": agent_event_rows(trace), "error": None}
             | {"wall_s": 1.0, "cpu": cpu}
         ],
     }
