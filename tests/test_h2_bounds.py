@@ -511,7 +511,11 @@ async def ping_flood(peer: RawPeer) -> None:
 
 
 def test_ping_flood_from_a_peer_that_does_not_read_gets_goaway_enhance_your_calm(serve):
-    server = serve("--h2-max-queued-control", "1000")
+    # With the kernel's default TCP_NOTSENT_LOWAT (unbounded) the socket's send buffer takes
+    # up to net.ipv4.tcp_wmem's maximum (4 MiB) of PING ACKs before anything queues in the
+    # server; a 16 KiB bound makes the socket refuse them early, so the server's own queue —
+    # the bound under test — fills within the flood.
+    server = serve("--h2-max-queued-control", "1000", "--notsent-lowat", "16384")
 
     def acks(fs: list[Frame]) -> int:
         return sum(1 for f in fs if isinstance(f, PingFrame))

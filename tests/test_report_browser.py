@@ -166,7 +166,7 @@ def test_report_renders_in_chromium(browser: DevTools, tmp_path: Path) -> None:
     )
     info = json.loads(result["result"]["value"])
     assert info["title"].startswith("lab report: ")
-    assert info["n"] == 5  # ttfb, goodput, hol_spread, excess_cdf, rpc_delay
+    assert info["n"] == 7  # ttfb, goodput, hol_spread, excess, queue and rest CDFs, rpc_delay
     for complete, width, height, src in info["images"]:
         assert complete and width > 0 and height > 0
         assert src == "data:image/png;base64,"
