@@ -91,18 +91,15 @@ class DiagSocket:
         """Every `transport` socket of `family` in the namespace whose state is in `states`
         (a bit mask, `1 << state`). A listener-only dump is quick; any other TCP dump walks
         the host's established hash."""
-        self._seq += 1
         ext = 1 << (INET_DIAG_CONG - 1) | 1 << (INET_DIAG_SKMEMINFO - 1)
-        body = _REQ.pack(family, _PROTO[transport], ext, states) + bytes(_SOCKID_BYTES)
-        head = _NLMSGHDR.pack(
-            _NLMSGHDR.size + len(body),
-            SOCK_DIAG_BY_FAMILY,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            self._seq,
-            0,
-        )
-        self._sock.send(head + body)
+        self._request(_REQ.pack(family, _PROTO[transport], ext, states) + bytes(_SOCKID_BYTES))
         return [_socket_info(transport, p) for p in self._replies(f"{transport}/{family}")]
+
+    def _request(self, body: bytes, flags: int = NLM_F_REQUEST | NLM_F_DUMP) -> None:
+        """Send one SOCK_DIAG_BY_FAMILY request (`body`: inet_diag_req_v2 with its socket id)."""
+        self._seq += 1
+        head = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, flags, self._seq, 0)
+        self._sock.send(head + body)
 
     def _replies(self, what: str) -> Iterator[bytes]:
         """The payload of each socket message of the dump just requested."""
@@ -118,32 +115,10 @@ class DiagSocket:
                     raise OSError(-errno, f"inet_diag {what}: error {-errno}")
                 yield payload
 
-    def tcp_states(self, family: int, states: int = ALL_STATES) -> list[TcpState]:
-        """Every TCP socket of `family` in the namespace whose state is in `states`, with its
-        sender state from tcp_info (INET_DIAG_INFO); sockets without one are left out."""
-        self._seq += 1
-        body = _REQ.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), states)
-        body += bytes(_SOCKID_BYTES)
-        head = _NLMSGHDR.pack(
-            _NLMSGHDR.size + len(body),
-            SOCK_DIAG_BY_FAMILY,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            self._seq,
-            0,
-        )
-        self._sock.send(head + body)
-        out: list[TcpState] = []
-        for payload in self._replies(f"tcp/{family} info"):
-            info = _attribute(payload, INET_DIAG_INFO)
-            if info is not None and len(info) >= _TCP_INFO_MIN_BYTES:
-                out.append(tcp_state(_socket_info("tcp", payload), info))
-        return out
-
     def tcp_state_of(self, sock: SocketInfo) -> TcpState | None:
         """The sender state of one known TCP connection (as a dump reported it) by an exact
         lookup — a hash lookup in the kernel, not a walk of the whole established hash as a
         dump is (≈ 0.02 ms instead of ≈ 3 ms per family here); None once it is gone."""
-        self._seq += 1
         sock_id = struct.pack(
             "=2s2s16s16sIQ",
             sock.sport.to_bytes(2, "big"),
@@ -154,14 +129,7 @@ class DiagSocket:
             sock.cookie,  # the kernel checks it: a reused 4-tuple is not this connection
         )
         body = _REQ.pack(sock.family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), ALL_STATES)
-        head = _NLMSGHDR.pack(
-            _NLMSGHDR.size + len(body) + len(sock_id),
-            SOCK_DIAG_BY_FAMILY,
-            NLM_F_REQUEST,
-            self._seq,
-            0,
-        )
-        self._sock.send(head + body + sock_id)
+        self._request(body + sock_id, flags=NLM_F_REQUEST)  # not a dump: one socket
         for kind, payload in _messages(self._sock.recv(_RECV_BYTES)):
             if kind == NLMSG_ERROR:
                 (errno,) = struct.unpack_from("=i", payload)
