@@ -53,8 +53,6 @@ from typing import Any
 import pandas as pd
 
 from lab.errors import HostNotCapable, PeerError, RunError, RunSetupError
-from lab.http.departure_log import DEPARTURE_LOG_ENV, TCP_OFFSET_LOG_ENV
-from lab.http.sender_log import SENDER_LOG_ENV
 from lab.http.tls import ensure_certs
 from lab.link.emulator import EmulatorProcess
 from lab.link.netem import UnsupportedByNetem, netem_available, netem_commands
@@ -74,7 +72,6 @@ from lab.results.schema import SCHEMA_VERSION, RunStatus
 from lab.results.writer import RunWriter, open_for_resume
 from lab.run.children import Child, check_alive, tail, wait_exit, wait_readable
 from lab.run.collect import cell_frame
-from lab.run.departures import read_departure_log, read_tcp_offset_log, tcp_departures
 from lab.run.lifecycle import deferred_interrupts, owned, sigterm_as_interrupt
 from lab.run.machine import machine_info
 from lab.run.plan import (
@@ -97,8 +94,9 @@ from lab.run.records import (
     plan_record,
     shard_record,
 )
-from lab.run.sender_sampler import TcpSenderSampler, read_quic_log
+from lab.run.sender_sampler import TcpSenderSampler
 from lab.run.senders import transport_record
+from lab.run.server_logs import ServerLogs, read_server_logs
 from lab.run.skipped import restore_indices, served, skipped_record
 from lab.run.stack import agent_config, cell_stack, reference_serve_args
 from lab.run.stack import stacks_info as _stacks_info
@@ -299,13 +297,15 @@ class Runner:
         tc = time.monotonic()
         check_alive(watched, "the collection")  # one that died after the last agent's end
         drop_logs: list[pd.DataFrame | None] = [None] * len(results)
-        tcp_sent: list[pd.DataFrame | None] = [None] * len(results)
+        tcp_sent: list[pd.DataFrame | None] = [None] * len(results)  # per phase
         if emu is not None:
             report = emu.stop()
             out.problems = report.problems()
             drop_logs = list(phase_drops(report.drops(), phase_starts))
             tcp_sent = list(phase_drops(report.tcp_sent(), phase_starts))
-        quic_senders = read_quic_log(server_logs.quic_senders)
+        h2_sent = next((t for (p, _), t in zip(results, tcp_sent, strict=True) if p == "h2"), None)
+        measured = read_server_logs(server_logs, h2_sent)
+        quic_senders = measured.quic_senders
         if quic_senders is not None:
             senders["h3"] = quic_senders
         if "h3" in out.transport:
@@ -313,11 +313,7 @@ class Runner:
                 "samples": 0 if quic_senders is None else len(quic_senders),
                 "error": None if quic_senders is not None else "the server logs no QUIC state",
             }
-        departures = read_departure_log(server_logs.departures)
-        tcp_offsets = read_tcp_offset_log(server_logs.tcp_offsets)
-        for (protocol, _), sent in zip(results, tcp_sent, strict=True):
-            if protocol == "h2" and tcp_offsets is not None and sent is not None:
-                departures["h2"] = tcp_departures(tcp_offsets, sent)  # left = seen by the emulator
+        departures = measured.departures
         frames = []
         for (protocol, result), drops in zip(results, drop_logs, strict=True):
             frame, errors = cell_frame(
@@ -388,13 +384,7 @@ class Runner:
     def _server_logs(self, tag: str) -> ServerLogs:
         """Where the server of repetition `tag` writes what it measures of itself: kept in the
         results directory (`server/<tag>/`) as raw evidence, like the emulator's drop log."""
-        out = self.writer.path / "server" / tag
-        out.mkdir(parents=True, exist_ok=True)
-        return ServerLogs(
-            quic_senders=out / "quic-senders.csv",
-            departures=out / "departures.csv",
-            tcp_offsets=out / "tcp-offsets.csv",
-        )
+        return ServerLogs.under(self.writer.path / "server" / tag)
 
     def _spawn_server(
         self,
@@ -413,13 +403,7 @@ class Runner:
         argv = list(spec.argv)
         if impl.name == "reference":
             argv += reference_serve_args(cell_stack(cell, self.quic_engine))
-        env = {
-            **os.environ,
-            SENDER_LOG_ENV: str(server_logs.quic_senders),
-            DEPARTURE_LOG_ENV: str(server_logs.departures),
-            TCP_OFFSET_LOG_ENV: str(server_logs.tcp_offsets),
-            **spec.env,
-        }
+        env = {**os.environ, **server_logs.env(), **spec.env}
         with open(log, "wb") as f:
             proc = subprocess.Popen(
                 topo.run_in(topo.server_ns, argv),
@@ -649,17 +633,6 @@ class Runner:
             }
         )
         self.writer.update_meta(cell_runs=runs, flagged=flagged, current=None)
-
-
-@dataclass(frozen=True)
-class ServerLogs:
-    """The files a server writes about itself during one repetition (absent when it cannot):
-    its QUIC sender state (lab.http.sender_log), its watch events' departures and h2's TCP
-    offsets (lab.http.departure_log)."""
-
-    quic_senders: Path
-    departures: Path
-    tcp_offsets: Path
 
 
 def phase_drops(drops: pd.DataFrame, starts_ns: Sequence[int]) -> list[pd.DataFrame]:
