@@ -28,7 +28,9 @@ class ServerLogs:
 
     @classmethod
     def under(cls, directory: Path) -> ServerLogs:
-        """The files in `directory` (created)."""
+        """The files in `directory` (created), as absolute paths: the server runs in a working
+        directory of its own, so a relative results directory would not be found from there."""
+        directory = directory.resolve()
         directory.mkdir(parents=True, exist_ok=True)
         return cls(
             quic_senders=directory / "quic-senders.csv",
