@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"labgo/monoclock"
+	"labgo/sockbuf"
 )
 
 // earlyDataHeader is the reference server's "this request arrived as 0-RTT data" header.
@@ -248,7 +249,7 @@ func (d *dialer) connectH3(ctx context.Context, c *connection, cache sessionCach
 		udp.Close()
 		return err
 	}
-	rcv, snd := socketBuffers(udp)
+	rcv, snd := sockbuf.Sizes(udp)
 	d.udpRcvBuf.Store(int64(rcv))
 	d.udpSndBuf.Store(int64(snd))
 	c.udp, c.quicConn = udp, conn
@@ -388,19 +389,6 @@ func (s *ticketStore) waitForTicket(before int64, wait time.Duration) {
 	for s.puts.Load() <= before && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// socketBuffers is SO_RCVBUF and SO_SNDBUF of a socket (bytes, as the kernel reports them).
-func socketBuffers(c syscall.Conn) (rcv, snd int) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return -1, -1
-	}
-	_ = raw.Control(func(fd uintptr) {
-		rcv, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
-		snd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
-	})
-	return rcv, snd
 }
 
 // failure is an error with the Python exception name the agent's output uses.

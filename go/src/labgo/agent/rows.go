@@ -96,6 +96,18 @@ func (w *jsonWriter) key(k string, first bool) {
 	w.WriteString(": ")
 }
 
+// list writes a JSON array of n items; item(i) writes the i-th.
+func (w *jsonWriter) list(n int, item func(i int)) {
+	w.WriteByte('[')
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			w.WriteString(", ")
+		}
+		item(i)
+	}
+	w.WriteByte(']')
+}
+
 func (w *jsonWriter) row(r row) {
 	w.WriteByte('{')
 	w.key("metric", true)
@@ -149,14 +161,7 @@ func (w *jsonWriter) result(r result) {
 	w.key("kind", false)
 	w.str(r.kind)
 	w.key("rows", false)
-	w.WriteByte('[')
-	for i, x := range r.rows {
-		if i > 0 {
-			w.WriteString(", ")
-		}
-		w.row(x)
-	}
-	w.WriteByte(']')
+	w.list(len(r.rows), func(i int) { w.row(r.rows[i]) })
 	w.key("error", false)
 	if r.err == "" {
 		w.WriteString("null")
@@ -195,14 +200,7 @@ func (o output) encode() []byte {
 	w.key("ended_ns", false)
 	w.int(o.endNs)
 	w.key("workloads", false)
-	w.WriteByte('[')
-	for i, r := range o.results {
-		if i > 0 {
-			w.WriteString(", ")
-		}
-		w.result(r)
-	}
-	w.WriteByte(']')
+	w.list(len(o.results), func(i int) { w.result(o.results[i]) })
 	w.key("implementation", false)
 	impl, _ := json.Marshal(o.implementation)
 	w.Write(impl)

@@ -7,13 +7,14 @@ import (
 	"github.com/lucas-clemente/quic-go"
 	"golang.org/x/net/http2"
 
+	"labgo/sockbuf"
 	"labgo/version"
 )
 
 // describe is the readiness text on stdout (like `lab serve`'s): addresses, certificate,
 // protocol settings, UDP socket buffers, the QUIC sender log and versions.
 func describe(o options, l listeners, h2 *http2.Server, q *quic.Config) string {
-	rcv, snd := socketBuffers(l.udp)
+	rcv, snd := sockbuf.Sizes(l.udp)
 	cc := o.tcpCC
 	if cc == "" {
 		cc = "kernel-default"

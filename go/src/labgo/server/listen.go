@@ -63,20 +63,6 @@ func listen(host string, port int, tcpCC string) (listeners, error) {
 	return listeners{}, lastErr
 }
 
-// socketBuffers is SO_RCVBUF and SO_SNDBUF of a socket as the kernel reports them (bytes;
-// Linux reports twice the value set, for its bookkeeping).
-func socketBuffers(c syscall.Conn) (rcv, snd int) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return -1, -1
-	}
-	_ = raw.Control(func(fd uintptr) {
-		rcv, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
-		snd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
-	})
-	return rcv, snd
-}
-
 // tcpCongestion is the TCP_CONGESTION of a TCP listener.
 func tcpCongestion(ln net.Listener) string {
 	sc, ok := ln.(syscall.Conn)
