@@ -41,7 +41,6 @@ import contextlib
 import functools
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from pathlib import Path
 
 import hpack
 import trio
+from concurrent_gets import get_concurrently
 from hyperframe.frame import (
     DataFrame,
     Frame,
@@ -64,9 +64,8 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from lab.conform.h2wire import RawH2Peer
 from lab.http import payload, quic_flood
-from lab.http.client import open_connection
-from lab.http.h2_client import client_context
 from lab.http.quic_engine import load_engine
 from lab.http.settings import QuicServerLimits
 from lab.http.tls import ensure_certs
@@ -220,59 +219,6 @@ def _rst(sid: int) -> bytes:
     return f.serialize()
 
 
-class RawH2:
-    """TLS + ALPN h2 to the server: raw bytes out, frames in (parsed incrementally)."""
-
-    def __init__(self, tls: trio.SSLStream):
-        self.tls = tls
-        self.frames: list[Frame] = []
-        self._partial = bytearray()
-        self.eof = False
-
-    @classmethod
-    async def connect(cls, server: Server, rcvbuf: int | None = None) -> RawH2:
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        await sock.connect((HOST, server.port))
-        ctx = client_context(server.cert_dir / "ca.pem")
-        tls = trio.SSLStream(trio.SocketStream(sock), ctx, server_hostname="localhost")
-        await tls.do_handshake()
-        return cls(tls)
-
-    async def send(self, data: bytes) -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.tls.send_all(data)
-
-    async def read_until(self, done: Callable[[list[Frame]], bool], timeout_s: float) -> None:
-        with trio.move_on_after(timeout_s):
-            while not done(self.frames):
-                try:
-                    data = await self.tls.receive_some(256 * 1024)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                if not data:
-                    self.eof = True
-                    return
-                self._partial += data
-                buf = bytes(self._partial)  # frames may keep views of it
-                pos = 0
-                while len(buf) - pos >= 9:
-                    frame, length = Frame.parse_frame_header(memoryview(buf)[pos : pos + 9])
-                    if len(buf) - pos < 9 + length:
-                        break
-                    frame.parse_body(memoryview(buf)[pos + 9 : pos + 9 + length])
-                    self.frames.append(frame)
-                    pos += 9 + length
-                del self._partial[:pos]
-
-    def count(self, kind: type[Frame]) -> int:
-        return sum(1 for f in self.frames if isinstance(f, kind))
-
-    async def aclose(self) -> None:
-        await trio.aclose_forcefully(self.tls)
-
-
 def _has_goaway(frames: list[Frame]) -> bool:
     return any(isinstance(f, GoAwayFrame) for f in frames)
 
@@ -280,34 +226,16 @@ def _has_goaway(frames: list[Frame]) -> bool:
 async def h2_normal(server: Server, requests: int, connections: int) -> int:
     """`requests` GET /bytes/100 over `connections` × 10 streams; returns the 200s."""
     opts = ConnectOptions("h2", HOST, server.port, ca_file=server.cert_dir / "ca.pem")
-    left, ok = requests, 0
-
-    async def connection() -> None:
-        nonlocal left, ok
-        async with open_connection(opts) as conn:
-
-            async def worker() -> None:
-                nonlocal left, ok
-                while left > 0:
-                    left -= 1
-                    if (await conn.request("GET", "/bytes/100")).status == 200:
-                        ok += 1
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(10):
-                    nursery.start_soon(worker)
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(connections):
-            nursery.start_soon(connection)
-    return ok
+    return await get_concurrently(
+        opts, "/bytes/100", requests, connections, 10, lambda r: r.status == 200
+    )
 
 
 async def h2_idle(server: Server, count: int) -> int:
     """`count` connections that go quiet after the preface; wait until the server closed them."""
     peers = []
     for _ in range(count):
-        p = await RawH2.connect(server)
+        p = await RawH2Peer.connect(server)
         await p.send(PREFACE + _settings())
         peers.append(p)
     async with trio.open_nursery() as nursery:
@@ -329,7 +257,7 @@ async def h2_rapid_reset(server: Server, connections: int = 10, pairs: int = 10_
     )
 
     async def one() -> None:
-        p = await RawH2.connect(server)
+        p = await RawH2Peer.connect(server)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(p.send, PREFACE + _settings() + burst)
             await p.read_until(_has_goaway, 20)
@@ -346,7 +274,7 @@ async def h2_zero_window(server: Server, connections: int = 10, streams: int = 1
     """Streams whose window is 0: the server holds their responses until the stall timeout."""
 
     async def one() -> None:
-        p = await RawH2.connect(server)
+        p = await RawH2Peer.connect(server)
         enc = hpack.Encoder()
         reqs = b"".join(
             _headers(enc, sid, "GET", "/bytes/1000000", True) for sid in range(1, 2 * streams, 2)
@@ -364,7 +292,7 @@ async def h2_zero_window(server: Server, connections: int = 10, streams: int = 1
 async def h2_bodies(server: Server, count: int = 20, body_bytes: int = 15 * MIB) -> int:
     """`count` POST bodies held at once (all but the last frame sent everywhere, then the last
     frames); returns the bodies answered (405: POST /healthz), the rest are refused."""
-    peers: list[RawH2] = []
+    peers: list[RawH2Peer] = []
     chunk = DataFrame(1)
     chunk.data = bytes(16_384)
     frames = body_bytes // 16_384
@@ -373,14 +301,14 @@ async def h2_bodies(server: Server, count: int = 20, body_bytes: int = 15 * MIB)
     last.flags.add("END_STREAM")
 
     async def start() -> None:
-        p = await RawH2.connect(server)
+        p = await RawH2Peer.connect(server)
         peers.append(p)
         head = _headers(hpack.Encoder(), 1, "POST", "/healthz", False)
         await p.send(PREFACE + _settings() + head)
         await p.read_until(lambda fs: sum(isinstance(f, SettingsFrame) for f in fs) >= 1, 5)
         await p.send(chunk.serialize() * (frames - 1))  # within the server's 16 MiB windows
 
-    async def finish(p: RawH2) -> None:
+    async def finish(p: RawH2Peer) -> None:
         await p.send(last.serialize())
         await p.read_until(
             lambda fs: any(isinstance(f, HeadersFrame | RstStreamFrame) for f in fs), 20
@@ -400,7 +328,7 @@ async def h2_bodies(server: Server, count: int = 20, body_bytes: int = 15 * MIB)
 
 async def h2_ping_flood(server: Server, pings: int = 30_000, burst: int = 200) -> int:
     """A peer with a 4 KiB receive buffer floods PINGs in bursts and never reads; then reads."""
-    p = await RawH2.connect(server, rcvbuf=4096)
+    p = await RawH2Peer.connect(server, rcvbuf=4096)
     await p.send(PREFACE + _settings())
     for k in range(0, pings, burst):
         data = b""
@@ -522,28 +450,10 @@ async def h3_requests(server: Server, requests: int, connections: int) -> int:
     opts = ConnectOptions(
         "h3", HOST, server.port, ca_file=server.cert_dir / "ca.pem", connect_timeout_s=60
     )
-    left, ok = requests, 0
-
-    async def connection() -> None:
-        nonlocal left, ok
-        async with open_connection(opts) as conn:
-
-            async def worker() -> None:
-                nonlocal left, ok
-                while left > 0:
-                    left -= 1
-                    response = await conn.request("GET", "/bytes/100")
-                    if response.status == 200 and response.body == payload.body_slice(0, 100):
-                        ok += 1
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(10):
-                    nursery.start_soon(worker)
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(connections):
-            nursery.start_soon(connection)
-    return ok
+    body = payload.body_slice(0, 100)
+    return await get_concurrently(
+        opts, "/bytes/100", requests, connections, 10, lambda r: r.status == 200 and r.body == body
+    )
 
 
 async def h3_flood_only(server: Server, datagrams: list[bytes], rate_per_s: float | None) -> int:

@@ -8,11 +8,9 @@ the bound's counter in the server's shutdown summary line.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -35,13 +33,12 @@ from hyperframe.frame import (
     RstStreamFrame,
     SettingsFrame,
 )
-from test_server import ServeProcess
+from test_server import ServeProcess, serve_processes
 
+from lab.conform.h2wire import RawH2Peer
 from lab.http.client import open_connection
-from lab.http.h2_client import client_context
 from lab.http.h2_frames import FrameRuleError, GoAwayFilter, count_control_frames
 from lab.http.h2_limits import BodyBudget, ResetRate
-from lab.http.tls import ensure_certs
 from lab.http.types import ConnectOptions
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -49,28 +46,11 @@ SETTINGS = SettingsFrame(0).serialize()
 MIB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def cert_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("certs")
-    ensure_certs(d)
-    return d
-
-
 @pytest.fixture
 def serve(cert_dir) -> Iterator[Callable[..., ServeProcess]]:
     """Start `lab serve --grace 1 FLAGS…`; always killed after the test."""
-    started: list[ServeProcess] = []
-
-    def start(*flags: str) -> ServeProcess:
-        p = ServeProcess(cert_dir, "--grace", "1", *flags)
-        started.append(p)
-        return p
-
-    try:
+    with serve_processes(cert_dir, "--grace", "1") as start:
         yield start
-    finally:
-        for p in started:
-            p.stop()
 
 
 def summary(server: ServeProcess) -> dict[str, int]:
@@ -133,75 +113,13 @@ def ping(i: int) -> bytes:
     return f.serialize()
 
 
-def parse_frames(data: bytes | bytearray) -> tuple[list[Frame], int]:
-    """The whole frames at the start of `data`, and how many bytes they took."""
-    frames = []
-    pos = 0
-    while len(data) - pos >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(data[pos : pos + 9]))
-        if len(data) - pos < 9 + length:
-            break
-        frame.parse_body(memoryview(data[pos + 9 : pos + 9 + length]))
-        frames.append(frame)
-        pos += 9 + length
-    return frames, pos
-
-
 def goaways(frames: list[Frame]) -> list[GoAwayFrame]:
     return [f for f in frames if isinstance(f, GoAwayFrame)]
 
 
-class RawPeer:
-    """TLS + ALPN h2 to the server; sends raw bytes, collects the raw frames it receives."""
-
-    def __init__(self, tls: trio.SSLStream):
-        self.tls = tls
-        self.frames: list[Frame] = []
-        self._partial = bytearray()
-        self.eof = False
-
-    @classmethod
-    async def connect(cls, server: ServeProcess, rcvbuf: int | None = None) -> RawPeer:
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # before connect, so the window scale stays small too
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        await sock.connect(("127.0.0.1", server.port))
-        ctx = client_context(server.cert_dir / "ca.pem")
-        tls = trio.SSLStream(trio.SocketStream(sock), ctx, server_hostname="localhost")
-        await tls.do_handshake()
-        assert tls.selected_alpn_protocol() == "h2"
-        return cls(tls)
-
-    async def send(self, data: bytes) -> None:
-        """Send `data`; a server that closed the connection meanwhile is not an error here."""
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.tls.send_all(data)
-
-    async def read_until(self, done: Callable[[list[Frame]], bool], timeout_s: float) -> float:
-        """Read until `done(frames)` or EOF or `timeout_s`; returns the seconds it took."""
-        t0 = trio.current_time()
-        with trio.move_on_after(timeout_s):
-            while not done(self.frames):
-                try:
-                    data = await self.tls.receive_some(256 * 1024)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                if not data:
-                    self.eof = True
-                    break
-                self._partial += data
-                frames, used = parse_frames(self._partial)
-                self.frames += frames
-                del self._partial[:used]
-        return trio.current_time() - t0
-
-    async def aclose(self) -> None:
-        await trio.aclose_forcefully(self.tls)
-
-
 async def exchange(server: ServeProcess, payload: bytes, timeout_s: float = 5) -> list[Frame]:
     """Send `payload` (while reading), collect frames until GOAWAY, EOF or `timeout_s`."""
-    peer = await RawPeer.connect(server)
+    peer = await RawH2Peer.connect(server)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer.send, payload)
@@ -255,7 +173,7 @@ def test_idle_connection_gets_goaway_no_error_then_is_closed(serve):
     server = serve("--h2-idle-timeout", "0.5")
 
     async def main() -> None:
-        peers = [await RawPeer.connect(server) for _ in range(5)]
+        peers = [await RawH2Peer.connect(server) for _ in range(5)]
         for p in peers:
             await p.send(PREFACE + SETTINGS)
         took = await peers[0].read_until(lambda fs: bool(goaways(fs)), 5)
@@ -299,7 +217,7 @@ def test_streams_stalled_on_a_zero_window_are_reset_with_cancel(serve):
     server = serve("--h2-stall-timeout", "0.5")
 
     async def main() -> None:
-        peer = await RawPeer.connect(server)
+        peer = await RawH2Peer.connect(server)
         zero = SettingsFrame(0)
         zero.settings = {SettingCodes.INITIAL_WINDOW_SIZE: 0}
         enc = hpack.Encoder()
@@ -339,7 +257,7 @@ class H2Uploader:
     """A python-h2 client that uploads bodies on several streams at once, round robin, as fast
     as flow control allows; records how each stream ended (a status or a reset code)."""
 
-    def __init__(self, peer: RawPeer):
+    def __init__(self, peer: RawH2Peer):
         self.peer = peer
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
@@ -421,7 +339,7 @@ def test_bodies_over_the_connection_budget_are_refused(serve):
     server = serve("--h2-max-buffered-per-conn", str(8 * MIB))
 
     async def main() -> None:
-        up = H2Uploader(await RawPeer.connect(server))
+        up = H2Uploader(await RawH2Peer.connect(server))
         await up.upload(streams=6, body_bytes=3 * MIB)
         await up.peer.aclose()
         assert up.goaway is None
@@ -446,7 +364,7 @@ def test_many_buffered_bodies_keep_the_server_under_its_total_budget(serve):
     async def main() -> None:
         await assert_served(server)
         base_kib = rss_kib(server.proc.pid)
-        ups = [H2Uploader(await RawPeer.connect(server)) for _ in range(4)]
+        ups = [H2Uploader(await RawH2Peer.connect(server)) for _ in range(4)]
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
                 for up in ups:
@@ -476,7 +394,7 @@ def test_rapid_reset_gets_goaway_enhance_your_calm(serve):
         # below the limit: 50 resets on one connection, then a request is still answered
         enc = hpack.Encoder()
         pairs = b"".join(headers(enc, i, "/healthz") + rst(i) for i in range(1, 101, 2))
-        polite = await RawPeer.connect(server)
+        polite = await RawH2Peer.connect(server)
         await polite.send(PREFACE + SETTINGS + pairs + headers(enc, 101, "/healthz"))
 
         def answered(fs: list[Frame]) -> bool:
@@ -503,7 +421,7 @@ def test_rapid_reset_gets_goaway_enhance_your_calm(serve):
 PINGS, BURST = 10_000, 200  # bursts below the cap: only a peer that does not read piles them up
 
 
-async def ping_flood(peer: RawPeer) -> None:
+async def ping_flood(peer: RawH2Peer) -> None:
     await peer.send(PREFACE + SETTINGS)
     for k in range(0, PINGS, BURST):
         await peer.send(b"".join(ping(k + i) for i in range(BURST)))
@@ -522,14 +440,14 @@ def test_ping_flood_from_a_peer_that_does_not_read_gets_goaway_enhance_your_calm
 
     async def main() -> None:
         # control: the same flood from a peer that reads is answered in full
-        reader = await RawPeer.connect(server)
+        reader = await RawH2Peer.connect(server)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ping_flood, reader)
             await reader.read_until(lambda fs: acks(fs) == PINGS or bool(goaways(fs)), 10)
         assert acks(reader.frames) == PINGS and not goaways(reader.frames)
         await reader.aclose()
         # a peer with a tiny receive buffer that never reads while it floods
-        peer = await RawPeer.connect(server, rcvbuf=4096)
+        peer = await RawH2Peer.connect(server, rcvbuf=4096)
         with trio.fail_after(10):
             await ping_flood(peer)
         await peer.read_until(lambda fs: bool(goaways(fs)), 10)

@@ -19,7 +19,7 @@ from lab.conform import altsvc, routes
 from lab.conform.case import case
 from lab.conform.context import CaseContext
 from lab.conform.expect import combine
-from lab.conform.h2 import fetch
+from lab.conform.h2 import fetch, probe_latencies
 from lab.conform.h2wire import H2Stream, H2Wire, http11_get, open_h2
 from lab.conform.initial import first_flight
 from lab.conform.model import Outcome, failed, passed, unsupported
@@ -184,15 +184,6 @@ async def altsvc_frame(ctx: CaseContext) -> Outcome:
 
 
 # --- D-06 -----------------------------------------------------------------------------------
-async def _h2_latencies(ctx: CaseContext, wire: H2Wire, first: int, n: int) -> list[float]:
-    out = []
-    for i in range(n):
-        t0 = time.monotonic()
-        st = await fetch(wire, ctx, first + 2 * i, routes.HEALTHZ)
-        out.append(time.monotonic() - t0 if st.status == 200 else float("inf"))
-    return out
-
-
 @case(
     "D-06",
     "dual_stack",
@@ -205,7 +196,7 @@ async def _h2_latencies(ctx: CaseContext, wire: H2Wire, first: int, n: int) -> l
 async def udp_blackhole(ctx: CaseContext) -> Outcome:
     ep = ctx.endpoint
     async with open_h2(ctx) as wire:
-        baseline = await _h2_latencies(ctx, wire, 1, 3)
+        baseline = await probe_latencies(ctx, wire, 1, 3)
         bound = max(1.0, 10 * sorted(baseline)[1])
         socks = []
         for _ in range(BLACKHOLED_INITIALS):  # the client never reads: the answers are lost
@@ -215,7 +206,7 @@ async def udp_blackhole(ctx: CaseContext) -> Outcome:
                 raw.send(d)
             socks.append(raw)
         try:
-            during = await _h2_latencies(ctx, wire, 7, LATENCY_PROBES)
+            during = await probe_latencies(ctx, wire, 7, LATENCY_PROBES)
             t0 = time.monotonic()
             fallback = await _fallback(ctx)
             fell_back_s = time.monotonic() - t0

@@ -45,6 +45,7 @@ from lab.conform.h2wire import (
     raw_frame,
 )
 from lab.conform.model import Outcome, failed, passed, unsupported
+from lab.conform.prefix_int import prefix_int
 
 MAX_WINDOW = 2**31 - 1
 MIN_MAX_FRAME = 16_384
@@ -410,20 +411,6 @@ async def content_length(ctx: CaseContext) -> Outcome:
 
 
 # --- H2-11 ----------------------------------------------------------------------------------
-def _hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
-    """RFC 7541 §5.1 integer with `first` holding the pattern bits above the prefix."""
-    top = (1 << prefix_bits) - 1
-    if value < top:
-        return bytes([first | value])
-    out = bytearray([first | top])
-    value -= top
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 @case(
     "H2-11",
     "h2",
@@ -444,11 +431,11 @@ async def hpack_errors(ctx: CaseContext) -> Outcome:
 
     def table_update(wire: H2Wire) -> bytes:
         size = 2 * max(wire.server_settings.get(HEADER_TABLE_SIZE, 4096), 4096)
-        return _hpack_int(size, 5, 0x20) + method
+        return prefix_int(size, 5, 0x20) + method
 
     variants = {
         "index 0": lambda w: b"\x80" + method,
-        "index out of range": lambda w: _hpack_int(200, 7, 0x80),
+        "index out of range": lambda w: prefix_int(200, 7, 0x80),
         "Huffman EOS": lambda w: method + b"\x00\x84\xff\xff\xff\xff\x01a",
         "table size update above the limit": table_update,
     }
@@ -576,7 +563,7 @@ def _judge_drain(
 
 
 # --- H2-14 ----------------------------------------------------------------------------------
-async def _probe_latencies(ctx: CaseContext, wire: H2Wire, first: int, n: int) -> list[float]:
+async def probe_latencies(ctx: CaseContext, wire: H2Wire, first: int, n: int) -> list[float]:
     """n sequential GET /healthz on `wire` from stream `first`: latencies in s (inf: failed)."""
     out = []
     for i in range(n):
@@ -596,7 +583,7 @@ async def _probe_latencies(ctx: CaseContext, wire: H2Wire, first: int, n: int) -
 )
 async def rapid_reset(ctx: CaseContext) -> Outcome:
     async with open_h2(ctx) as control:
-        baseline = await _probe_latencies(ctx, control, 1, 3)
+        baseline = await probe_latencies(ctx, control, 1, 3)
         bound = max(1.0, 20 * sorted(baseline)[1])
         async with open_h2(ctx) as attacker:
             block = attacker.encode(_get(attacker, ctx, routes.HEALTHZ))
@@ -608,7 +595,7 @@ async def rapid_reset(ctx: CaseContext) -> Outcome:
             )
             with trio.move_on_after(ctx.wait(5.0)):
                 await attacker.send(burst)  # the server may close this connection: allowed
-            during = await _probe_latencies(ctx, control, 7, CONTROL_PROBES)
+            during = await probe_latencies(ctx, control, 7, CONTROL_PROBES)
             calm = attacker.goaway_code() == 0xB
     if max(during) == float("inf"):
         return failed("control requests failed during the flood")
@@ -635,7 +622,7 @@ async def continuation_flood(ctx: CaseContext) -> Outcome:
     async with open_h2(ctx) as wire:
         head = wire.encode(_get(wire, ctx, routes.HEALTHZ))
         await wire.send(raw_frame(HEADERS, 0x1, 1, head))  # no END_HEADERS
-        field = b"\x00" + _hpack_int(6, 7, 0) + b"x-fill" + _hpack_int(16_000, 7, 0) + b"f" * 16_000
+        field = b"\x00" + prefix_int(6, 7, 0) + b"x-fill" + prefix_int(16_000, 7, 0) + b"f" * 16_000
         chunk = raw_frame(CONTINUATION, 0, 1, field) * 16
         sent = 0
 

@@ -11,9 +11,12 @@ the case turns that off (`auto_window=False`, for the flow-control cases).
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import hpack
 import trio
@@ -31,6 +34,9 @@ from hyperframe.frame import (
 )
 
 from lab.conform.context import CaseContext
+from lab.conform.waking import Waking
+from lab.http.h2_client import client_context
+from lab.http.response_head import ResponseHead
 from lab.http.tls import client_ssl_context
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -103,10 +109,9 @@ def _bytes(x: str | bytes) -> bytes:
 
 
 @dataclass
-class H2Stream:
-    """What the server sent on one stream."""
+class H2Stream(ResponseHead):
+    """What the server sent on one stream (`headers`: the response head)."""
 
-    headers: list[tuple[str, str]] = field(default_factory=list)  # the response head
     trailers: list[tuple[str, str]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     data_frames: int = 0
@@ -114,18 +119,8 @@ class H2Stream:
     ended: bool = False  # END_STREAM seen
     reset: int | None = None  # RST_STREAM error code
 
-    @property
-    def status(self) -> int | None:
-        for name, value in self.headers:
-            if name == ":status":
-                return int(value)
-        return None
 
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k == name), None)
-
-
-class H2Wire:
+class H2Wire(Waking):
     """One raw HTTP/2 connection (see the module docstring). Use `open_h2`."""
 
     def __init__(self, tls: trio.SSLStream, *, auto_window: bool = True) -> None:
@@ -216,10 +211,6 @@ class H2Wire:
         finally:
             self._wake()
 
-    def _wake(self) -> None:
-        self._progress.set()
-        self._progress = trio.Event()
-
     async def _parse(self) -> None:
         while len(self._buf) >= FRAME_HEADER_BYTES:
             try:
@@ -299,17 +290,8 @@ class H2Wire:
         await self.send(data)
 
     # --- waiting ------------------------------------------------------------------------
-    async def wait_for(self, condition: Callable[[], object], timeout_s: float) -> bool:
-        """Wait until `condition()` is true (checked after every read); False on timeout or
-        when the connection ended first with the condition still false."""
-        with trio.move_on_after(timeout_s):
-            while True:
-                if condition():
-                    return True
-                if self.closed is not None:
-                    return bool(condition())
-                await self._progress.wait()
-        return bool(condition())
+    def _ended(self) -> bool:
+        return self.closed is not None
 
     @property
     def conn_error(self) -> str | None:
@@ -429,3 +411,85 @@ async def open_h2(
         finally:
             await trio.aclose_forcefully(tls)  # before the cancel: no await after it, so an
             nursery.cancel_scope.cancel()  # exception of the body is not lost to Cancelled
+
+
+# --- a bare raw peer for hostile-client tests and benchmarks on loopback ----------------------
+class LoopbackServer(Protocol):
+    """A lab server on 127.0.0.1: its port and the directory holding its `ca.pem`."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def cert_dir(self) -> Path: ...
+
+
+def parse_frames(data: bytes | bytearray) -> tuple[list[Frame], int]:
+    """The whole frames at the start of `data`, and how many bytes they took."""
+    frames = []
+    pos = 0
+    while len(data) - pos >= FRAME_HEADER_BYTES:
+        frame, length = Frame.parse_frame_header(memoryview(data[pos : pos + FRAME_HEADER_BYTES]))
+        if len(data) - pos < FRAME_HEADER_BYTES + length:
+            break
+        start = pos + FRAME_HEADER_BYTES
+        frame.parse_body(memoryview(data[start : start + length]))
+        frames.append(frame)
+        pos = start + length
+    return frames, pos
+
+
+class RawH2Peer:
+    """TLS + ALPN h2 to a loopback server; sends raw bytes, collects the raw frames it receives
+    (no SETTINGS ACK, no window updates: unlike `H2Wire`, it answers nothing)."""
+
+    def __init__(self, tls: trio.SSLStream):
+        self.tls = tls
+        self.frames: list[Frame] = []
+        self._partial = bytearray()
+        self.eof = False
+
+    @classmethod
+    async def connect(cls, server: LoopbackServer, rcvbuf: int | None = None) -> RawH2Peer:
+        """Connect to 127.0.0.1:`server.port`; `rcvbuf` (bytes) sets SO_RCVBUF first."""
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connect, so the window scale stays small too
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        await sock.connect(("127.0.0.1", server.port))
+        ctx = client_context(server.cert_dir / "ca.pem")
+        tls = trio.SSLStream(trio.SocketStream(sock), ctx, server_hostname="localhost")
+        await tls.do_handshake()
+        if tls.selected_alpn_protocol() != "h2":
+            await trio.aclose_forcefully(tls)
+            raise ConnectionError(f"server selected ALPN {tls.selected_alpn_protocol()!r}, not h2")
+        return cls(tls)
+
+    async def send(self, data: bytes) -> None:
+        """Send `data`; a server that closed the connection meanwhile is not an error here."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.tls.send_all(data)
+
+    async def read_until(self, done: Callable[[list[Frame]], bool], timeout_s: float) -> float:
+        """Read until `done(frames)` or EOF or `timeout_s`; returns the seconds it took."""
+        t0 = trio.current_time()
+        with trio.move_on_after(timeout_s):
+            while not done(self.frames):
+                try:
+                    data = await self.tls.receive_some(4 * RECEIVE_BYTES)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if not data:
+                    self.eof = True
+                    break
+                self._partial += data
+                frames, used = parse_frames(self._partial)
+                self.frames += frames
+                del self._partial[:used]
+        return trio.current_time() - t0
+
+    def count(self, kind: type[Frame]) -> int:
+        """How many frames of `kind` were received."""
+        return sum(1 for f in self.frames if isinstance(f, kind))
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self.tls)

@@ -18,6 +18,7 @@ from lab.conform.case import case
 from lab.conform.context import CaseContext
 from lab.conform.expect import combine, h3_stream_error, quic_conn_error
 from lab.conform.model import Outcome, failed, passed, unsupported
+from lab.conform.prefix_int import prefix_int
 from lab.conform.quicwire import (
     QuicWire,
     client_configuration,
@@ -39,20 +40,6 @@ DEFAULT_FIELD_SECTION_LIMIT = 64 * 1024
 HUGE_FIELD_SECTION = 1024 * 1024  # an advertised limit above this is treated as none
 MIN_UNI_STREAMS, RECOMMENDED_BIDI_STREAMS = 3, 100
 GOAWAY_PUSH_IDS = (8, 16)
-
-
-def qpack_int(value: int, prefix_bits: int, first: int) -> bytes:
-    """RFC 9204 §4.1.1 (RFC 7541 §5.1) prefix integer, `first` holding the pattern bits."""
-    top = (1 << prefix_bits) - 1
-    if value < top:
-        return bytes([first | value])
-    out = bytearray([first | top])
-    value -= top
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _stream_ids(wire: QuicWire) -> tuple[int, int, int]:
@@ -386,11 +373,11 @@ async def qpack_errors(ctx: CaseContext) -> Outcome:
     variants = {
         "static index 99": (
             "request",
-            b"\x00\x00" + qpack_int(99, 6, 0xC0),
+            b"\x00\x00" + prefix_int(99, 6, 0xC0),
             QPACK_DECOMPRESSION_FAILED,
         ),
-        "capacity 10^10": ("encoder", qpack_int(10**10, 5, 0x20), QPACK_ENCODER_STREAM_ERROR),
-        "increment 0": ("decoder", qpack_int(0, 6, 0x00), QPACK_DECODER_STREAM_ERROR),
+        "capacity 10^10": ("encoder", prefix_int(10**10, 5, 0x20), QPACK_ENCODER_STREAM_ERROR),
+        "increment 0": ("decoder", prefix_int(0, 6, 0x00), QPACK_DECODER_STREAM_ERROR),
     }
     return await _concurrently(ctx, variants, _qpack)
 

@@ -18,7 +18,7 @@ import math
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +39,10 @@ from aioquic.quic.events import (
 from aioquic.quic.logger import QuicFileLogger
 
 from lab.conform.context import CaseContext
+from lab.conform.waking import Waking
 from lab.http.h3_control import GoawayWatcher
 from lab.http.quic_engine import end_qlog_trace
+from lab.http.response_head import ResponseHead
 
 VERIFIED_AIOQUIC = "1.7.2"  # the I-class cases read internals of exactly this version
 WINDOW_BYTES = 16 * 1024 * 1024
@@ -119,25 +121,14 @@ def error_name(code: int) -> str:
 
 
 @dataclass
-class H3Stream:
-    """What the server sent on one request stream."""
+class H3Stream(ResponseHead):
+    """What the server sent on one request stream (`headers`: the response head)."""
 
-    headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     ended: bool = False  # FIN after the response
     reset: int | None = None  # RESET_STREAM from the server: its error code
     stop_sending: int | None = None  # STOP_SENDING from the server: its error code
     data: bytearray = field(default_factory=bytearray)  # raw stream bytes (h3=False)
-
-    @property
-    def status(self) -> int | None:
-        for name, value in self.headers:
-            if name == ":status":
-                return int(value)
-        return None
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k == name), None)
 
     def done(self) -> bool:
         """The response ended or was reset."""
@@ -169,7 +160,7 @@ def client_configuration(ctx: CaseContext, alpn: tuple[str, ...] = ("h3",)) -> Q
     return cfg
 
 
-class QuicWire:
+class QuicWire(Waking):
     """One client QUIC connection and everything it saw. Use `open_quic`."""
 
     def __init__(
@@ -273,10 +264,6 @@ class QuicWire:
             self._wake()
         self.transmit()
         self._wake()
-
-    def _wake(self) -> None:
-        self._progress.set()
-        self._progress = trio.Event()
 
     def _early_close(self) -> None:
         """aioquic queues ConnectionTerminated only after the draining period (3 PTO); its
@@ -410,17 +397,8 @@ class QuicWire:
         return st
 
     # --- waiting ------------------------------------------------------------------------
-    async def wait_for(self, condition: Callable[[], object], timeout_s: float) -> bool:
-        """Wait until `condition()` holds; False on timeout or once the connection ended with
-        it still false."""
-        with trio.move_on_after(timeout_s):
-            while True:
-                if condition():
-                    return True
-                if self.terminated is not None:
-                    return bool(condition())
-                await self._progress.wait()
-        return bool(condition())
+    def _ended(self) -> bool:
+        return self.terminated is not None
 
     @property
     def close_code(self) -> int | None:

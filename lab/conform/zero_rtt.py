@@ -25,6 +25,7 @@ from lab.conform.quicwire import H3Stream, QuicWire, client_configuration, open_
 MAX_EARLY_DATA = 0xFFFFFFFF  # what a ticket that allows 0-RTT carries (RFC 9001 §4.6.1)
 REPLAYS_AFTER = 2
 TOO_EARLY = 425
+NO_EARLY_DATA = "the server offers no 0-RTT (no ticket allowing early data)"
 
 
 async def _ticket(ctx: CaseContext) -> tuple[Any | None, dict[int, int], dict[str, int]]:
@@ -37,6 +38,7 @@ async def _ticket(ctx: CaseContext) -> tuple[Any | None, dict[int, int], dict[st
 
 
 def _allows_early_data(ticket: Any) -> bool:
+    """The ticket (None: there is none) lets the client send 0-RTT data."""
     return getattr(ticket, "max_early_data_size", None) == MAX_EARLY_DATA
 
 
@@ -108,8 +110,8 @@ async def zero_rtt_get(ctx: CaseContext) -> Outcome:
 )
 async def zero_rtt_unsafe(ctx: CaseContext) -> Outcome:
     ticket, _settings, _limits = await _ticket(ctx)
-    if ticket is None or not _allows_early_data(ticket):
-        return unsupported("the server offers no 0-RTT (no ticket allowing early data)")
+    if not _allows_early_data(ticket):
+        return unsupported(NO_EARLY_DATA)
     before = await h3_counter(ctx)
     resumed, st, _wire = await _early_request(ctx, ticket, "POST", routes.COUNTER)
     after = await h3_counter(ctx)
@@ -149,8 +151,8 @@ async def _replay(ctx: CaseContext, datagrams: list[bytes], listen_s: float) -> 
 )
 async def zero_rtt_replay(ctx: CaseContext) -> Outcome:
     ticket, _settings, _limits = await _ticket(ctx)
-    if ticket is None or not _allows_early_data(ticket):
-        return unsupported("the server offers no 0-RTT (no ticket allowing early data)")
+    if not _allows_early_data(ticket):
+        return unsupported(NO_EARLY_DATA)
     before = await h3_counter(ctx)
     cfg = client_configuration(ctx)
     cfg.session_ticket = ticket
@@ -246,8 +248,8 @@ async def early_data_header(ctx: CaseContext) -> Outcome:
 )
 async def remembered_limits(ctx: CaseContext) -> Outcome:
     ticket, settings1, limits1 = await _ticket(ctx)
-    if ticket is None or not _allows_early_data(ticket):
-        return unsupported("the server offers no 0-RTT (no ticket allowing early data)")
+    if not _allows_early_data(ticket):
+        return unsupported(NO_EARLY_DATA)
     resumed, _st, wire = await _early_request(ctx, ticket, "GET", routes.HEALTHZ)
     if not resumed.accepted:
         return skipped("0-RTT was not accepted: nothing remembered applies")

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.http.response_head import ResponseHead
 from lab.peers.argv import option, switch
 
 SERVER_BINARY = "gtlsserver"
@@ -101,23 +102,10 @@ def client_argv(a: ClientArgs, binary: str = CLIENT_BINARY) -> list[str]:
 
 
 @dataclass
-class StreamLog:
+class StreamLog(ResponseHead):
     """What gtlsclient logged about one request stream."""
 
-    headers: list[tuple[str, str]] = field(default_factory=list)
     body_bytes: int = 0
-
-    @property
-    def status(self) -> int | None:
-        """The :status, or None when no response head arrived."""
-        for name, value in self.headers:
-            if name == ":status":
-                return int(value)
-        return None
-
-    def header(self, name: str) -> str | None:
-        """The first value of a response header, or None."""
-        return next((v for k, v in self.headers if k == name), None)
 
 
 @dataclass
