@@ -31,8 +31,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_http_loopback import HOST, lab_server, proc_rss_mb
+from concurrent_gets import get_concurrently
 
-from lab.http.client import open_connection
 from lab.http.h3_driver import DRAIN_CAP_S
 from lab.http.payload import body_slice
 from lab.http.settings import QuicEngine, QuicSettings
@@ -94,29 +94,15 @@ HEADER = [
 async def run_gets(opts: ConnectOptions, count: int, connections: int, streams: int) -> int:
     """`count` GETs of /bytes/100 over `connections` × `streams` workers; returns failures."""
     expected = body_slice(0, BODY_BYTES)
-    left = count
-    failures = 0
-
-    async def connection() -> None:
-        nonlocal left, failures
-        async with open_connection(opts) as conn:
-
-            async def worker() -> None:
-                nonlocal left, failures
-                while left > 0:
-                    left -= 1
-                    r = await conn.request("GET", f"/bytes/{BODY_BYTES}")
-                    if r.status != 200 or r.body != expected:
-                        failures += 1
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(streams):
-                    nursery.start_soon(worker)
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(connections):
-            nursery.start_soon(connection)
-    return failures
+    ok = await get_concurrently(
+        opts,
+        f"/bytes/{BODY_BYTES}",
+        count,
+        connections,
+        streams,
+        lambda r: r.status == 200 and r.body == expected,
+    )
+    return count - ok
 
 
 def settle() -> None:

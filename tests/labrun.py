@@ -8,6 +8,7 @@ Imported as `from labrun import ...` (tests/ is on sys.path, as for tests/fixtur
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from lab.results.reader import RunResults, load
 ROOT = Path(__file__).resolve().parents[1]
 EMULATOR = ("--impair", "emulator", "--yes")  # the userspace emulator, no confirmation prompt
 RUN_TIMEOUT_S = 300
+LIMITED_MEMORY_BYTES = 2 * 2**30  # address space of `run_lab_limited`: an alias bomb hits it
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,29 @@ def run_lab(*args: str, timeout_s: float = RUN_TIMEOUT_S) -> subprocess.Complete
     )
     assert p.returncode == 0, p.stdout + p.stderr
     return p
+
+
+def run_lab_limited(
+    *args: str, memory_bytes: int = LIMITED_MEMORY_BYTES, timeout_s: float = 30
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`python -m lab ARGS` in a process limited to `memory_bytes` of address space, exit code
+    not checked; (its result, its CPU seconds, user + system)."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(
+        lab_argv(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        preexec_fn=limit_memory,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return p, cpu_s
 
 
 def write_scenario(directory: Path, name: str, text: str) -> Path:

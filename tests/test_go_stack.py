@@ -9,7 +9,6 @@ turn run.json's measured senders into that flag."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ import pytest
 
 from lab.evidence.check import check_run
 from lab.evidence.claims import controller_confound, controller_mismatches, measured_confound
-from lab.peers import go
 from lab.results.reader import RunResults, load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,16 +81,19 @@ def _lab_run(tmp_path: Path, name: str, text: str) -> tuple[RunResults, float]:
 
 
 @pytest.fixture(scope="module")
-def go_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResults, float]:
-    if shutil.which("go") is None:
-        pytest.skip("Go is not installed (scripts/install.sh installs golang-go)")
-    go.build()
+def go_run(go_built: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResults, float]:
     return _lab_run(tmp_path_factory.mktemp("go"), "gostack", GO_GO)
 
 
 @pytest.fixture(scope="module")
 def cc_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResults, float]:
     return _lab_run(tmp_path_factory.mktemp("cc"), "congestion", CONGESTION)
+
+
+def _assert_complete(run: RunResults, wall_s: float, max_wall_s: float) -> None:
+    """The run finished with no error row, within `max_wall_s` seconds of wall time."""
+    assert run.meta["status"] == "complete" and len(run.errors) == 0, run.errors
+    assert wall_s < max_wall_s, f"{wall_s:.0f} s"
 
 
 def _transport(meta: dict[str, Any], cell: str) -> dict[str, Any]:
@@ -105,8 +106,7 @@ def _transport(meta: dict[str, Any], cell: str) -> dict[str, Any]:
 @pytest.mark.timeout(300)
 def test_go_server_and_go_client_run_every_workload_over_ipv4_and_ipv6(go_run) -> None:
     run, wall = go_run
-    assert run.meta["status"] == "complete" and len(run.errors) == 0, run.errors
-    assert wall < 60, f"{wall:.0f} s"
+    _assert_complete(run, wall, max_wall_s=60)
     s = run.samples
     assert set(s["implementation"]) == {"go"}
     kinds = {"watch", "handshake", "bulk", "rpc_under_load", "k8s_mix"}
@@ -154,8 +154,7 @@ def test_go_run_records_versions_controllers_and_udp_buffers(go_run) -> None:
 @pytest.mark.timeout(300)
 def test_caddys_tcp_uses_the_scenarios_algorithm(cc_run) -> None:
     run, wall = cc_run
-    assert run.meta["status"] == "complete" and len(run.errors) == 0, run.errors
-    assert wall < 90, f"{wall:.0f} s"
+    _assert_complete(run, wall, max_wall_s=90)
     by_cell = {c["cell"]: (c["server"], c["stack"]["tcp_congestion"]) for c in run.meta["cells"]}
     assert by_cell == {
         "c000": ("reference", "cubic"),

@@ -16,8 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ import trio
 from aioquic.buffer import Buffer
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from test_server import ServeProcess
 
 from lab.http import quic_flood
 from lab.http.client import open_connection
@@ -42,43 +41,14 @@ from lab.peers import ngtcp2
 pytestmark = pytest.mark.timeout(120)
 
 HOST = "127.0.0.1"
-READY_TIMEOUT_S = 30
 RSS_SLACK_MB = 30  # RSS a few seconds after a flood: within this of the baseline
 EVENT = re.compile(r"h3 event (\w+): \+(\d+) \(total (\d+)\)")
 STATE = re.compile(r"h3 state: connections=(\d+) half_open=(\d+)")
 SUMMARY = re.compile(r"h3 summary: (.*)$")
 
 
-class LabServe:
-    """`lab serve` on a free loopback port with its log read line by line; always stopped."""
-
-    def __init__(self, cert_dir: Path, *flags: str) -> None:
-        argv = [sys.executable, "-m", "lab", "serve", "--host", HOST, "--port", "0"]
-        argv += ["--cert-dir", str(cert_dir), *flags]
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(READY_TIMEOUT_S):
-            self.stop()
-            raise AssertionError("lab serve did not get ready:\n" + self.output)
-        m = re.search(r"listening on port (\d+)", self.output)
-        assert m, self.output
-        self.port = int(m.group(1))
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("  grace_s="):
-                self._ready.set()
-        self._ready.set()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
+class LabServe(ServeProcess):
+    """`lab serve` on a free loopback port (ServeProcess), its h3 log lines parsed."""
 
     def totals(self) -> dict[str, int]:
         """The latest total of every event kind the server logged (0 when never logged)."""
@@ -129,11 +99,6 @@ class LabServe:
         m = next((m for line in self.lines if (m := SUMMARY.search(line))), None)
         assert m, self.output[-3000:]
         return {k: int(v) for k, v in (kv.split("=") for kv in m[1].split())}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

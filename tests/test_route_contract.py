@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,14 +38,6 @@ SERVERS = ("reference", "go")
 PROTOCOLS = ("h2", "h3")
 NS = "default"
 Call = tuple[str, str, str, bool]  # (method, path, protocol, early data) that ran a route
-
-
-@pytest.fixture(scope="session")
-def go_built() -> str:
-    """scripts/build-go.sh once per session (it skips itself when the sources are unchanged)."""
-    if shutil.which("go") is None:
-        pytest.skip("Go is not installed (scripts/install.sh installs golang-go)")
-    return go.build()
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from labrun import lab_argv, run_lab_limited
 
 from lab.cli import main
 from lab.errors import ScenarioError
@@ -255,7 +255,7 @@ def test_cli_validate_missing_file_exit_2(tmp_path: Path) -> None:
 def test_cli_validate_subprocess(tmp_path: Path) -> None:
     p = write(tmp_path, BLOCK.replace("  duplicate: 0.0", "  rate_mbit: -1"))
     r = subprocess.run(
-        [sys.executable, "-m", "lab", "validate", str(p)],
+        lab_argv("validate", str(p)),
         capture_output=True,
         text=True,
         timeout=60,
@@ -362,26 +362,6 @@ CLI_CASES = [
 ]  # fmt: skip
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))  # an alias bomb would hit it
-
-
-def _run_lab(*argv: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    """`python3 -m lab ARGV` in a memory-limited process; (result, its CPU seconds)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run(
-        [sys.executable, "-m", "lab", *argv],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        preexec_fn=_limit_memory,
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return r, cpu_s
-
-
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_input_is_one_error_at_its_line(tmp_path: Path, case: str) -> None:
     text, line, words = HOSTILE[case]
@@ -403,7 +383,7 @@ def test_cli_refuses_hostile_input_at_once_creating_nothing(tmp_path: Path, case
     path = write(tmp_path, text)
     out = tmp_path / "results"
     for argv in (["validate", str(path)], ["run", str(path), "--yes", "--out", str(out)]):
-        r, cpu_s = _run_lab(*argv)
+        r, cpu_s = run_lab_limited(*argv)
         assert r.returncode == 2, r.stderr
         assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert r.stderr.startswith(f"{path}:{line}: "), r.stderr

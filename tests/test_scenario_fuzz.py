@@ -13,9 +13,6 @@ import copy
 import json
 import os
 import re
-import resource
-import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Hashable
@@ -26,6 +23,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from labrun import run_lab_limited
 
 from lab.errors import ScenarioError
 from lab.scenario.load import load_scenario, parse_scenario
@@ -307,10 +305,6 @@ def test_raw_bytes_give_a_scenario_or_one_line_error(fuzz_dir: Path, data: bytes
         assert e.line is not None and message.startswith(f"{path}:{e.line}: "), message
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (CLI_MEMORY_LIMIT_BYTES, CLI_MEMORY_LIMIT_BYTES))
-
-
 @settings(PROFILE, max_examples=6, deadline=None)
 @given(mutated_text())
 def test_cli_validate_on_mutated_scenarios(fuzz_dir: Path, text: str) -> None:
@@ -318,17 +312,7 @@ def test_cli_validate_on_mutated_scenarios(fuzz_dir: Path, text: str) -> None:
     within ~2 s of CPU (start-up included)."""
     path = fuzz_dir / "cli.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run(
-        [sys.executable, "-m", "lab", "validate", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        preexec_fn=_limit_memory,
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    r, cpu_s = run_lab_limited("validate", str(path), memory_bytes=CLI_MEMORY_LIMIT_BYTES)
     assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode in (0, 2), r.stderr
     if r.returncode == 2:

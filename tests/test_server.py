@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -63,19 +65,13 @@ class ServeProcess:
         self.proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def cert_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("certs")
-    ensure_certs(d)
-    return d
-
-
-@pytest.fixture
-def serve(cert_dir):
+@contextlib.contextmanager
+def serve_processes(cert_dir: Path, *flags: str) -> Iterator[Callable[..., ServeProcess]]:
+    """A starter of `lab serve FLAGS… EXTRA…` processes; each one started is stopped at exit."""
     started: list[ServeProcess] = []
 
     def start(*extra: str) -> ServeProcess:
-        p = ServeProcess(cert_dir, *extra)
+        p = ServeProcess(cert_dir, *flags, *extra)
         started.append(p)
         return p
 
@@ -84,6 +80,12 @@ def serve(cert_dir):
     finally:
         for p in started:
             p.stop()
+
+
+@pytest.fixture
+def serve(cert_dir):
+    with serve_processes(cert_dir) as start:
+        yield start
 
 
 def _opts(server: ServeProcess) -> ConnectOptions:

@@ -12,21 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_vm import needs_guest
 
-from lab.errors import HostNotCapable
 from lab.vm.compose import hostroot_override, skeleton_tar
-from lab.vm.kernel import find_kernel
-
-
-def _guest_possible() -> bool:
-    try:
-        find_kernel()
-    except HostNotCapable:
-        return False
-    return True
-
-
-needs_guest = pytest.mark.skipif(not _guest_possible(), reason="no user-mode-linux here")
 
 REPO = Path(__file__).resolve().parent.parent
 

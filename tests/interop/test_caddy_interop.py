@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import pytest
 import trio
-from interop_helpers import Server, expected, sha256
+from interop_helpers import Server, expected, get, get_and_wait_for_ticket, sha256
 
 from lab.http.client import open_connection
 from lab.http.types import ConnectOptions, Response, TicketStore
 
 pytestmark = pytest.mark.interop
-
-
-async def _get(opts: ConnectOptions, path: str) -> Response:
-    async with open_connection(opts) as conn:
-        return await conn.request("GET", path)
 
 
 @pytest.mark.parametrize("protocol", ["h2", "h3"])
@@ -26,7 +21,7 @@ def test_lab_client_gets_bytes_from_caddy(caddy_server: Server, protocol: str) -
         port=caddy_server.port,
         ca_file=caddy_server.ca_file,
     )
-    resp = trio.run(_get, opts, f"/bytes/{n}")
+    resp = trio.run(get, opts, f"/bytes/{n}")
     assert resp.status == 200
     assert resp.body is not None and sha256(resp.body) == expected(n)
     assert resp.body_bytes == n
@@ -41,10 +36,10 @@ def test_lab_client_h2_against_caddy_internal_ca(caddy_internal_tls: Server) -> 
     srv = caddy_internal_tls
     assert srv.ca_file is not None and srv.ca_file.exists()
     opts = ConnectOptions(protocol="h2", host=srv.host, port=srv.port, ca_file=srv.ca_file)
-    resp = trio.run(_get, opts, "/bytes/100000")
+    resp = trio.run(get, opts, "/bytes/100000")
     assert resp.status == 200
     assert resp.body is not None and sha256(resp.body) == expected(100_000)
-    health = trio.run(_get, opts, "/healthz")
+    health = trio.run(get, opts, "/healthz")
     assert (health.status, health.body) == (200, b"ok")
 
 
@@ -57,11 +52,10 @@ def test_lab_client_h3_zero_rtt_accepted_by_caddy(caddy_server: Server) -> None:
     base = dict(host=caddy_server.host, port=caddy_server.port, ca_file=caddy_server.ca_file)
 
     async def main() -> tuple[Response, object, Response]:
-        async with open_connection(ConnectOptions(protocol="h3", tickets=tickets, **base)) as c:
-            cold = await c.request("GET", f"/bytes/{n}")
-            with trio.fail_after(5):  # quic-go sends NewSessionTicket right after the handshake
-                while tickets.get("h3", caddy_server.host, caddy_server.port) is None:
-                    await trio.sleep(0.01)
+        # quic-go sends NewSessionTicket right after the handshake
+        cold = await get_and_wait_for_ticket(
+            ConnectOptions("h3", tickets=tickets, **base), f"/bytes/{n}"
+        )
         opts = ConnectOptions(protocol="h3", mode="zero_rtt", tickets=tickets, **base)
         async with open_connection(opts) as conn:
             early = await conn.request("GET", f"/bytes/{n}")

@@ -6,7 +6,6 @@ against Caddy, by the client's TLS state."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +14,19 @@ from typing import Any
 
 import pytest
 import trio
-from interop_helpers import HOST, SIZES, Server, expected, need, sha256
+from interop_helpers import (
+    HOST,
+    RUN_TIMEOUT_S,
+    SIZES,
+    Server,
+    expected,
+    get,
+    get_and_wait_for_ticket,
+    gtlsclient,
+    h2load_ten_thousand,
+    nghttp,
+    sha256,
+)
 
 from lab.http.client import open_connection
 from lab.http.tls import CertPaths
@@ -26,16 +37,6 @@ from lab.run.stack import AgentConfig
 from lab.workloads.aggregate import aggregate
 
 pytestmark = pytest.mark.interop
-
-RUN_TIMEOUT_S = 60
-
-
-@pytest.fixture(scope="session")
-def go_built() -> str:
-    """scripts/build-go.sh once per session (it skips itself when the sources are unchanged)."""
-    if shutil.which("go") is None:
-        pytest.skip("Go is not installed (scripts/install.sh installs golang-go)")
-    return go.build()
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +52,13 @@ def go_server(
 
 
 # --- Go server ⇄ the lab's clients -----------------------------------------------------------
-async def _get(opts: ConnectOptions, path: str) -> Response:
-    async with open_connection(opts) as conn:
-        return await conn.request("GET", path)
-
-
 @pytest.mark.parametrize("protocol", ["h2", "h3"])
 def test_lab_client_gets_bytes_from_go_server(go_server: Server, protocol: str) -> None:
     n = 1_000_000
     opts = ConnectOptions(
         protocol=protocol, host=go_server.host, port=go_server.port, ca_file=go_server.ca_file
     )
-    resp = trio.run(_get, opts, f"/bytes/{n}")
+    resp = trio.run(get, opts, f"/bytes/{n}")
     assert resp.status == 200 and resp.body_bytes == n
     assert sha256(resp.body or b"") == expected(n)
     headers = dict(resp.headers)
@@ -77,11 +73,7 @@ def test_lab_client_h3_zero_rtt_proven_by_go_server(go_server: Server) -> None:
     base = dict(host=go_server.host, port=go_server.port, ca_file=go_server.ca_file)
 
     async def main() -> tuple[Response, Any]:
-        async with open_connection(ConnectOptions(protocol="h3", tickets=tickets, **base)) as c:
-            await c.request("GET", "/healthz")
-            with trio.fail_after(5):
-                while tickets.get("h3", go_server.host, go_server.port) is None:
-                    await trio.sleep(0.01)
+        await get_and_wait_for_ticket(ConnectOptions("h3", tickets=tickets, **base), "/healthz")
         opts = ConnectOptions(protocol="h3", mode="zero_rtt", tickets=tickets, **base)
         async with open_connection(opts) as conn:
             return await conn.request("GET", f"/bytes/{n}"), conn.timings
@@ -130,6 +122,11 @@ def _early_by_mode(w: dict[str, Any]) -> dict[str, set[bool]]:
     return out
 
 
+def _early_expected(protocol: str) -> dict[str, set[bool]]:
+    """`_early_by_mode` of a handshake workload: early data only in h3's 0-RTT mode."""
+    return {"cold": {False}, "resumed": {False}, "zero_rtt": {protocol == "h3"}}
+
+
 @pytest.mark.parametrize("protocol", ["h2", "h3"])
 def test_go_agent_against_reference_server(
     lab_server: Server, protocol: str, tmp_path: Path
@@ -158,12 +155,7 @@ def test_go_agent_against_reference_server(
     assert _metrics(bulk) == {"goodput_mbit": 1, "completion_ms": 1}
     assert all(isinstance(r["value"], float) and r["value"] > 0 for r in bulk["rows"])
     assert _metrics(handshake) == {"ttfb_ms": 6, "ttfb_rtt": 6}
-    zero_rtt = protocol == "h3"
-    assert _early_by_mode(handshake) == {
-        "cold": {False},
-        "resumed": {False},
-        "zero_rtt": {zero_rtt},
-    }
+    assert _early_by_mode(handshake) == _early_expected(protocol)
 
     cfg: AgentConfig = result["config"]
     for w in result["workloads"]:  # the Python side takes the rows as they are
@@ -191,24 +183,10 @@ def test_go_agent_against_caddy(caddy_server: Server, protocol: str, tmp_path: P
     bulk, handshake = result["workloads"]
     assert bulk["error"] is None and handshake["error"] is None, (bulk["error"], handshake["error"])
     assert _metrics(bulk) == {"goodput_mbit": 1, "completion_ms": 1}
-    zero_rtt = protocol == "h3"
-    assert _early_by_mode(handshake) == {
-        "cold": {False},
-        "resumed": {False},
-        "zero_rtt": {zero_rtt},
-    }
+    assert _early_by_mode(handshake) == _early_expected(protocol)
 
 
 # --- gtlsclient and nghttp2 ⇄ Go server --------------------------------------------------------
-def _gtlsclient(args: ngtcp2.ClientArgs) -> ngtcp2.ClientLog:
-    need(ngtcp2.CLIENT_BINARY)
-    done = subprocess.run(
-        ngtcp2.client_argv(args), capture_output=True, text=True, timeout=RUN_TIMEOUT_S
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return ngtcp2.parse_client_log(done.stderr)
-
-
 def test_gtlsclient_h3_get_and_zero_rtt_from_go_server(go_server: Server, tmp_path: Path) -> None:
     """1 MB by hash over ngtcp2; the second run sends its request in 0-RTT and the Go server
     says it arrived as early data."""
@@ -224,7 +202,7 @@ def test_gtlsclient_h3_get_and_zero_rtt_from_go_server(go_server: Server, tmp_pa
             tp_file=tmp_path / "tp.pem",
             download_dir=tmp_path / run,
         )
-        logs.append(_gtlsclient(args))
+        logs.append(gtlsclient(args))
         assert sha256((tmp_path / run / str(n)).read_bytes()) == expected(n)
     cold, early = logs
     assert cold.handshake_completed and cold.alpn == "h3"
@@ -235,19 +213,7 @@ def test_gtlsclient_h3_get_and_zero_rtt_from_go_server(go_server: Server, tmp_pa
 
 def test_h2load_ten_thousand_requests_to_go_server(go_server: Server) -> None:
     n = 100
-    need(nghttp2.H2LOAD)
-    args = nghttp2.H2loadArgs(
-        urls=(go_server.url(f"/bytes/{n}", name=go_server.host),),
-        requests=10_000,
-        clients=10,
-        max_concurrent_streams=10,
-    )
-    done = subprocess.run(
-        nghttp2.h2load_argv(args), capture_output=True, text=True, timeout=RUN_TIMEOUT_S
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = nghttp2.parse_h2load(done.stdout)
-    assert result.protocol == "h2"
+    result = h2load_ten_thousand(go_server, n, timeout_s=RUN_TIMEOUT_S)
     assert (result.succeeded, result.failed, result.errored) == (10_000, 0, 0)
     assert result.data_bytes == 10_000 * n
 
@@ -255,11 +221,8 @@ def test_h2load_ten_thousand_requests_to_go_server(go_server: Server) -> None:
 def test_nghttp_get_from_go_server(go_server: Server, tmp_path: Path) -> None:
     """nghttp's 64 KiB windows: the Go server keeps sending as WINDOW_UPDATEs arrive."""
     n = 1_000_000
-    need(nghttp2.NGHTTP)
     har = tmp_path / "get.har"
-    args = nghttp2.NghttpArgs(urls=(go_server.url(f"/bytes/{n}"),), har_file=har)
-    done = subprocess.run(nghttp2.nghttp_argv(args), capture_output=True, timeout=RUN_TIMEOUT_S)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = nghttp(nghttp2.NghttpArgs(urls=(go_server.url(f"/bytes/{n}"),), har_file=har))
     assert sha256(done.stdout) == expected(n)
     (entry,) = nghttp2.parse_har(har.read_text())
     assert (entry.status, entry.http_version, entry.body_bytes) == (200, "HTTP/2.0", n)

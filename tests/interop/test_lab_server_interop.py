@@ -3,26 +3,22 @@ nghttp2's h2load and nghttp (h2), and curl_cffi's libcurl (h2 and h3). Bodies by
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from interop_helpers import Server, expected, need, sha256
+from interop_helpers import (
+    RUN_TIMEOUT_S,
+    Server,
+    expected,
+    gtlsclient,
+    h2load_ten_thousand,
+    nghttp,
+    sha256,
+)
 
 from lab.peers import nghttp2, ngtcp2
 
 pytestmark = pytest.mark.interop
-
-RUN_TIMEOUT_S = 60
-
-
-def _gtlsclient(server: Server, args: ngtcp2.ClientArgs) -> ngtcp2.ClientLog:
-    need(ngtcp2.CLIENT_BINARY)
-    done = subprocess.run(
-        ngtcp2.client_argv(args), capture_output=True, text=True, timeout=RUN_TIMEOUT_S
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return ngtcp2.parse_client_log(done.stderr)
 
 
 def test_gtlsclient_h3_get(lab_server: Server, tmp_path: Path) -> None:
@@ -33,7 +29,7 @@ def test_gtlsclient_h3_get(lab_server: Server, tmp_path: Path) -> None:
         urls=(lab_server.url(f"/bytes/{n}"),),
         download_dir=tmp_path,
     )
-    log = _gtlsclient(lab_server, args)
+    log = gtlsclient(args)
     assert log.handshake_completed and log.alpn == "h3"
     stream = log.streams[0]
     assert stream.status == 200
@@ -57,7 +53,7 @@ def test_gtlsclient_h3_zero_rtt(lab_server: Server, tmp_path: Path) -> None:
             download_dir=tmp_path / run,
         )
         (tmp_path / run).mkdir()
-        logs.append(_gtlsclient(lab_server, args))
+        logs.append(gtlsclient(args))
         assert sha256((tmp_path / run / str(n)).read_bytes()) == expected(n)
     cold, early = logs
     assert not cold.early_data_sent and cold.streams[0].header("lab-early-data") == "0"
@@ -68,19 +64,7 @@ def test_gtlsclient_h3_zero_rtt(lab_server: Server, tmp_path: Path) -> None:
 
 def test_h2load_ten_thousand_requests(lab_server: Server) -> None:
     n = 100
-    need(nghttp2.H2LOAD)
-    args = nghttp2.H2loadArgs(
-        urls=(lab_server.url(f"/bytes/{n}", name=lab_server.host),),
-        requests=10_000,
-        clients=10,
-        max_concurrent_streams=10,
-    )
-    done = subprocess.run(
-        nghttp2.h2load_argv(args), capture_output=True, text=True, timeout=RUN_TIMEOUT_S * 2
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = nghttp2.parse_h2load(done.stdout)
-    assert result.protocol == "h2"
+    result = h2load_ten_thousand(lab_server, n, timeout_s=RUN_TIMEOUT_S * 2)
     assert (result.total, result.succeeded, result.failed, result.errored) == (10_000, 10_000, 0, 0)
     assert result.status_2xx == 10_000
     assert result.data_bytes == 10_000 * n
@@ -88,11 +72,8 @@ def test_h2load_ten_thousand_requests(lab_server: Server) -> None:
 
 def test_nghttp_get(lab_server: Server, tmp_path: Path) -> None:
     n = 1_000_000
-    need(nghttp2.NGHTTP)
     har = tmp_path / "get.har"
-    args = nghttp2.NghttpArgs(urls=(lab_server.url(f"/bytes/{n}"),), har_file=har)
-    done = subprocess.run(nghttp2.nghttp_argv(args), capture_output=True, timeout=RUN_TIMEOUT_S)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = nghttp(nghttp2.NghttpArgs(urls=(lab_server.url(f"/bytes/{n}"),), har_file=har))
     # nghttp's windows are 64 KiB (-w 16 -W 16): the server must resume on every WINDOW_UPDATE
     assert len(done.stdout) == n, done.stderr[-3000:]
     assert sha256(done.stdout) == expected(n)

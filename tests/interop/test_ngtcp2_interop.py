@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from interop_helpers import Server, expected, sha256
+from interop_helpers import Server, expected, get, get_and_wait_for_ticket, sha256
 
 from lab.http.client import open_connection
 from lab.http.types import ConnectOptions, Response, TicketStore
@@ -18,11 +18,7 @@ def test_lab_client_h3_get_from_gtlsserver(gtls_server: Server) -> None:
         protocol="h3", host=gtls_server.host, port=gtls_server.port, ca_file=gtls_server.ca_file
     )
 
-    async def main() -> Response:
-        async with open_connection(opts) as conn:
-            return await conn.request("GET", f"/bytes/{n}")
-
-    resp = trio.run(main)
+    resp = trio.run(get, opts, f"/bytes/{n}")
     assert resp.status == 200
     assert ("server", "nghttp3/ngtcp2 server") in resp.headers
     assert resp.body is not None and sha256(resp.body) == expected(n)
@@ -36,11 +32,7 @@ def test_lab_client_h3_zero_rtt_accepted_by_gtlsserver(gtls_server: Server) -> N
     base = dict(host=gtls_server.host, port=gtls_server.port, ca_file=gtls_server.ca_file)
 
     async def main() -> tuple[object, Response]:
-        async with open_connection(ConnectOptions(protocol="h3", tickets=tickets, **base)) as c:
-            await c.request("GET", "/bytes/1000")
-            with trio.fail_after(5):
-                while tickets.get("h3", gtls_server.host, gtls_server.port) is None:
-                    await trio.sleep(0.01)
+        await get_and_wait_for_ticket(ConnectOptions("h3", tickets=tickets, **base), "/bytes/1000")
         opts = ConnectOptions(protocol="h3", mode="zero_rtt", tickets=tickets, **base)
         async with open_connection(opts) as conn:
             early = await conn.request("GET", f"/bytes/{n}")
