@@ -209,25 +209,29 @@ def _shard(text: str | None) -> Shard | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from lab.run import runner
-    from lab.run.plan import estimate_run_s
-    from lab.run.progress import RunProgress, fmt_duration, summary_table
     from lab.scenario.limits import MAX_REPEAT  # deferred: lab.scenario imports pydantic
     from lab.scenario.load import load_scenario
 
-    console = Console(width=None if sys.stdout.isatty() else 200)
     if (args.scenario is None) == (args.resume is None):
         raise BadInput("give a scenario file or --resume results/<run>")
     if args.resume is not None and args.shard is not None:
         raise BadInput("--resume continues the run's own shard; give no --shard")
     if args.repeat is not None and not 1 <= args.repeat <= MAX_REPEAT:
         raise BadInput(f"--repeat must be between 1 and {MAX_REPEAT:,}")
-    if args.resume is not None:
+    scenario = None
+    if args.scenario is not None:  # a bad file is refused before the runner's imports (~1.5 s)
+        scenario = load_scenario(args.scenario, max_pairs=_max_pairs(args), repeat=args.repeat)
+
+    from rich.console import Console
+
+    from lab.run import runner
+    from lab.run.plan import estimate_run_s
+    from lab.run.progress import RunProgress, fmt_duration, summary_table
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    if scenario is None:
         prep = runner.prepare_resume(args.resume)
     else:
-        scenario = load_scenario(args.scenario, max_pairs=_max_pairs(args), repeat=args.repeat)
         opts = runner.RunOptions(
             backend=args.impair,
             out_dir=args.out,
