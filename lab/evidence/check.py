@@ -23,7 +23,7 @@ A cell whose h2 and h3 senders used different congestion controllers (measured, 
 lab.evidence.claims.controller_mismatches) is flagged in every result that reads it, as a
 cpu_bound one is: the comparison there measures the controllers too. So is a congestion_limited
 cell (a sender congestion-window limited for much of the probe: it measures congestion control,
-not HOL blocking).
+not HOL blocking), and a host_busy one (other processes took CPU beside the measured ones).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lab.errors import ThresholdFileError
 from lab.evidence.claims import controller_mismatches
 from lab.evidence.significance import cpu_bound_rows, per_repetition, with_link_columns
-from lab.evidence.verdicts import defined_hol_spread, effective_mode
+from lab.evidence.verdicts import FLAG_MEANINGS, defined_hol_spread, effective_mode
 from lab.results.reader import load
 from lab.results.schema import AGGREGATE_METRICS, SAMPLE_METRICS
 from lab.scenario.workloads import WORKLOAD_KINDS
@@ -212,6 +212,7 @@ class CellValue:
     cpu_bound: bool = False
     different_controllers: bool = False  # h2's and h3's senders used different ones
     congestion_limited: bool = False  # a sender was congestion-window limited in a repetition
+    host_busy: bool = False  # other processes took more than HOST_BUSY_LIMIT cores in one
 
 
 @dataclass(frozen=True)
@@ -291,12 +292,10 @@ def _cpu_bound_cells(samples: pd.DataFrame, workload: str) -> set[str]:
     return set(cpu_bound_rows(samples, workload)["cell"].astype(str))
 
 
-def _congestion_limited_cells(samples: pd.DataFrame, workload: str) -> set[str]:
-    """Cells of `workload` with a repetition whose `congestion_limited` row is set."""
+def _flagged_cells(samples: pd.DataFrame, workload: str, flag: str) -> set[str]:
+    """Cells of `workload` with a repetition whose `flag` row (e.g. congestion_limited) is set."""
     rows = samples[
-        (samples["metric"] == "congestion_limited")
-        & (samples["workload"] == workload)
-        & (samples["value"] > 0.5)
+        (samples["metric"] == flag) & (samples["workload"] == workload) & (samples["value"] > 0.5)
     ]
     return set(rows["cell"].astype(str))
 
@@ -343,7 +342,8 @@ def evaluate(
     if rows.empty:
         return ThresholdResult(loaded, "error", message=f"matches no data: {why}")
     bound = _cpu_bound_cells(samples, t.workload)
-    limited = _congestion_limited_cells(samples, t.workload)
+    limited = _flagged_cells(samples, t.workload, "congestion_limited")
+    busy = _flagged_cells(samples, t.workload, "host_busy")
     cells: list[CellValue] = []
     mixed: dict[str, str] = {}  # flagged cells among those read: cell → the confound
     left_out: dict[Unobserved, list[str]] = {"one-sided": [], "0/0": []}
@@ -367,6 +367,7 @@ def evaluate(
                 cpu_bound,
                 bool(mine),
                 congestion_limited=bool(limited & read),
+                host_busy=bool(busy & read),
             )
         )
     result = _result(loaded, cells, skipped=left_out["one-sided"], undefined=left_out["0/0"])
@@ -404,6 +405,9 @@ def _result(
     limited = [c.cell for c in cells if c.congestion_limited]
     if limited:
         notes.append(f"congestion_limited in {', '.join(limited)}: {CONGESTION_LIMITED_NOTE}")
+    busy = [c.cell for c in cells if c.host_busy]
+    if busy:
+        notes.append(f"host_busy in {', '.join(busy)}: {FLAG_MEANINGS['host_busy']}")
     failed = [c for c in cells if not c.ok]
     if failed:
         where = ", ".join(f"{c.cell}={c.value:.4g}" for c in failed[:3])
@@ -481,6 +485,7 @@ def junit_xml(report: CheckReport, run_id: str) -> bytes:
             f"\n  {c.cell}: {c.value:.6g} (n={c.n}){' cpu_bound' if c.cpu_bound else ''}"
             f"{' different_controllers' if c.different_controllers else ''}"
             f"{' congestion_limited' if c.congestion_limited else ''}"
+            f"{' host_busy' if c.host_busy else ''}"
             for c in r.cells
         )
     ET.indent(suites)

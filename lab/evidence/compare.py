@@ -31,7 +31,7 @@ from lab.results.reader import load
 
 ALPHA = 0.05
 MIN_REPS_FOR_TEST = 4  # exact two-sided Mann-Whitney with 3 vs 3 cannot go below p = 0.1
-EXCLUDED = frozenset({"cpu_bound", "congestion_limited"})  # flags, not measures
+EXCLUDED = frozenset({"cpu_bound", "congestion_limited", "host_busy"})  # flags, not measures
 Change = Literal["improved", "regressed", "no change", "undecided"]
 
 

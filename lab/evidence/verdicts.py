@@ -51,10 +51,12 @@ FLAG_UNIT = "bool"  # a metric in this unit is a flag on its repetition, never c
 FLAG_MEANINGS: dict[str, str] = {
     "cpu_bound": "measures Python, not the protocol",
     "congestion_limited": "measures congestion control, not head-of-line blocking",
+    "host_busy": "other processes took CPU: wall-clock times may be inflated",
 }
 
 HIGHER_IS_BETTER = frozenset({"goodput_mbit", "utilisation"})
-NOT_COMPARED = frozenset(m for m in AGGREGATE_METRICS if m.startswith("cpu_"))
+# CPU seconds and the wall time they are shares of: context for the flags, not outcomes.
+NOT_COMPARED = frozenset(m for m in AGGREGATE_METRICS if m.startswith("cpu_")) | {"workload_wall_s"}
 # The watch excess percentiles of the results schema, low to high (p50, p95, p99, p999: a
 # longer name is a higher percentile).
 EXCESS_METRICS: tuple[str, ...] = tuple(

@@ -7,7 +7,7 @@ import pandas as pd
 from lab.results.schema import axis_columns, samples_frame
 
 # Flag metrics (1.0 / 0.0 per repetition): True in summary.csv when any repetition set them.
-FLAG_METRICS: tuple[str, ...] = ("cpu_bound", "congestion_limited")
+FLAG_METRICS: tuple[str, ...] = ("cpu_bound", "congestion_limited", "host_busy")
 # The loss-anchored HOL aggregates (hol_spread, ...) exist only in repetitions with a counted
 # loss, so their medians are over those: summary.csv counts them in this column.
 HOL_SPREAD_REPS = "hol_spread_reps"
@@ -22,9 +22,10 @@ def summarise(samples: pd.DataFrame) -> pd.DataFrame:
     column per mode, `<metric>_<mode>` (e.g. `ttfb_rtt_zero_rtt`), since mixing modes in one
     median means nothing; `early_data_fraction_<mode>` is the median over repetitions of the
     fraction of that mode's samples the server saw as early data. A flag (FLAG_METRICS:
-    `cpu_bound`, `congestion_limited`) is True when any repetition set it. `hol_spread_reps`
-    (where `hol_losses` exists) = the repetitions with a counted loss: `hol_spread` and the
-    other per-loss aggregates are medians over those, `hol_losses` over all repetitions.
+    `cpu_bound`, `congestion_limited`, `host_busy`) is True when any repetition set it.
+    `hol_spread_reps` (where `hol_losses` exists) = the repetitions with a counted loss:
+    `hol_spread` and the other per-loss aggregates are medians over those, `hol_losses` over
+    all repetitions.
     """
     df = samples_frame(samples) if len(samples) else samples
     group = ["cell", "protocol", "workload", "implementation"]

@@ -6,7 +6,8 @@ It runs the cell's workloads one after another over one protocol and writes one 
 (`AgentConfig.out`) with, per workload, its sample rows (see lab.workloads.base), its wall time,
 an error text if it failed, and the CPU seconds (user+sys) the server, this process and the
 emulator used while it ran (/proc/<pid>/stat for the other two), so the client's CPU is this
-process's own rusage. A failed workload does not stop the next one.
+process's own rusage, and the busy CPU seconds of the whole host (/proc/stat). A failed
+workload does not stop the next one.
 """
 
 from __future__ import annotations
@@ -43,6 +44,21 @@ def proc_cpu_s(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def host_cpu_s(stat_text: str | None = None) -> float:
+    """Busy CPU seconds of the whole host so far, all cores: user, nice, system and steal of
+    /proc/stat's `cpu` line (idle and iowait are not busy; irq and softirq are left out, as
+    they are mostly the kernel forwarding the lab's own packets, which no process is charged
+    for). `stat_text`: the file's text (read when None)."""
+    if stat_text is None:
+        with open("/proc/stat") as f:
+            stat_text = f.read()
+    fields = stat_text.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu":
+        raise ValueError("/proc/stat does not start with the `cpu` line")
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + steal) / _CLK_TCK
+
+
 def self_cpu_s() -> float:
     """user+sys CPU seconds of this process (all threads)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -77,7 +93,12 @@ async def run_workloads(cfg: AgentConfig) -> list[dict[str, Any]]:
     for index, params in enumerate(cfg.workloads):
         rate = cfg.expected_rate_mbit or cfg.rate_mbit
         timeout = cfg.timeout_factor * estimate_s(params, cfg.base_rtt_ms, rate) + 20
-        cpu0 = (proc_cpu_s(cfg.server_pid), self_cpu_s(), proc_cpu_s(cfg.emulator_pid))
+        cpu0 = (
+            proc_cpu_s(cfg.server_pid),
+            self_cpu_s(),
+            proc_cpu_s(cfg.emulator_pid),
+            host_cpu_s(),
+        )
         t0 = time.monotonic()
         rows: list[dict[str, Any]] = []
         error = None
@@ -90,7 +111,12 @@ async def run_workloads(cfg: AgentConfig) -> list[dict[str, Any]]:
             error = f"{type(e).__name__}: {e}"
             traceback.print_exc()
         wall = time.monotonic() - t0
-        cpu1 = (proc_cpu_s(cfg.server_pid), self_cpu_s(), proc_cpu_s(cfg.emulator_pid))
+        cpu1 = (
+            proc_cpu_s(cfg.server_pid),
+            self_cpu_s(),
+            proc_cpu_s(cfg.emulator_pid),
+            host_cpu_s(),
+        )
         results.append(
             {
                 "index": index,
@@ -102,6 +128,7 @@ async def run_workloads(cfg: AgentConfig) -> list[dict[str, Any]]:
                     "server_s": _delta(cpu1[0], cpu0[0]),
                     "client_s": _delta(cpu1[1], cpu0[1]),
                     "emulator_s": _delta(cpu1[2], cpu0[2]),
+                    "host_s": _delta(cpu1[3], cpu0[3]),
                 },
             }
         )

@@ -55,6 +55,7 @@ def cell_frame(
             client_s=cpu["client_s"] or 0.0,
             emulator_s=(cpu["emulator_s"] or 0.0) if emulator else None,
             wall_s=w["wall_s"],
+            host_s=cpu.get("host_s"),
         )
         try:
             out = aggregate(

@@ -148,6 +148,7 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 FLAG_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cpu_bound", "cpu-bound"),
     ("congestion_limited", "cong-limited"),
+    ("host_busy", "host-busy"),
 )
 _KEYS = ("cell", "protocol", "workload", "implementation", "n_repetitions")
 

@@ -19,7 +19,11 @@ Aggregates per workload kind:
 - rpc_under_load, k8s_mix: rpc_delayed_fraction, rpc_p95_ms (lab.workloads.metrics.rpc_metrics);
 - bulk, multiplex, rpc_under_load: utilisation (median goodput ÷ downlink rate; NaN unlimited);
 - every kind: cpu_server_s, cpu_client_s, cpu_emulator_s (user+sys seconds during the
-  workload) and cpu_bound (1.0 when any of them exceeded 90 % of one core over the wall time).
+  workload) and cpu_bound (1.0 when any of them exceeded 90 % of one core over the wall time,
+  workload_wall_s);
+  cpu_host_s (busy seconds of the whole host), cpu_other_s (host − those three) and host_busy
+  (1.0 when the others used more than metrics.HOST_BUSY_LIMIT cores: wall-clock times may be
+  inflated by a busy neighbour).
 """
 
 from __future__ import annotations
@@ -41,12 +45,21 @@ ROW_KEYS: tuple[str, ...] = ("metric", "value", "unit", "stream", "mode", "early
 @dataclass(frozen=True)
 class CpuUsage:
     """CPU seconds (user+sys) of each process during one workload, and its wall time (s).
-    `emulator_s` is None when no userspace emulator ran (netem)."""
+    `emulator_s` is None when no userspace emulator ran (netem); `host_s`, the busy CPU seconds
+    of the whole host (all cores), None when not measured (agents before the host_busy flag)."""
 
     server_s: float
     client_s: float
     emulator_s: float | None
     wall_s: float
+    host_s: float | None = None
+
+    @property
+    def other_s(self) -> float | None:
+        """CPU seconds of every other process on the host (the lab's runner and samplers too)."""
+        if self.host_s is None:
+            return None
+        return max(0.0, self.host_s - self.server_s - self.client_s - (self.emulator_s or 0.0))
 
     def rows(self) -> list[Row]:
         out = [row("cpu_server_s", self.server_s, "s"), row("cpu_client_s", self.client_s, "s")]
@@ -57,6 +70,13 @@ class CpuUsage:
             used.append(self.emulator_s)
         bound = self.wall_s > 0 and metrics.cpu_bound(used, self.wall_s)
         out.append(row("cpu_bound", 1.0 if bound else 0.0, "bool"))
+        out.append(row("workload_wall_s", self.wall_s, "s"))
+        other = self.other_s
+        if other is not None and self.host_s is not None:
+            busy = self.wall_s > 0 and metrics.host_busy(other, self.wall_s)
+            out.append(row("cpu_host_s", self.host_s, "s"))
+            out.append(row("cpu_other_s", other, "s"))
+            out.append(row("host_busy", 1.0 if busy else 0.0, "bool"))
         return out
 
 

@@ -29,6 +29,7 @@ EXCESS_PERCENTILES: tuple[tuple[str, float], ...] = (
 )
 WATCH_COLUMNS: tuple[str, ...] = ("stream", "seq", "sent_ns", "received_ns")
 CPU_BOUND_LIMIT = 0.9  # fraction of one core
+HOST_BUSY_LIMIT = 0.5  # cores used by processes other than server, client and emulator
 
 
 def _out(x: npt.NDArray[np.float64]) -> FloatOrArray:
@@ -137,6 +138,18 @@ def cpu_bound(
     else:
         values = np.fromiter(cpu_seconds, dtype=np.float64)
     return bool(np.any(values / wall_seconds > limit))
+
+
+def host_busy(
+    other_cpu_seconds: float, wall_seconds: float, limit: float = HOST_BUSY_LIMIT
+) -> bool:
+    """True when processes other than the server, the client and the emulator used more than
+    `limit` cores on average over the wall time (their CPU seconds ÷ wall seconds > limit):
+    they compete with the ones measured, so wall-clock times (TTFB, latencies) may be inflated.
+    The lab's own runner and samplers count as other (about 0.1 core here)."""
+    if wall_seconds <= 0:
+        raise ValueError("wall_seconds must be > 0")
+    return other_cpu_seconds / wall_seconds > limit
 
 
 # --- watch: latency, excess, stalls --------------------------------------------------------
