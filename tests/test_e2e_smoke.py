@@ -144,8 +144,13 @@ def test_smoke_watch_and_throughput_values_are_sane(smoke) -> None:
         assert ((util > 0) & (util <= 1.05)).all()
         assert (_values(s, p, "rpc_latency_ms") >= 20 * 0.99).all()  # ≥ 1 RTT
         assert _values(s, p, "rpc_p95_ms").iloc[0] >= 20
-        for m in ("cpu_server_s", "cpu_client_s", "cpu_emulator_s"):  # each process worked
+        for m in ("cpu_server_s", "cpu_client_s"):  # each process worked
             assert (_values(s, p, m) > 0).all(), m
+        # CPU time comes in clock ticks (10 ms): the emulator forwards a few hundred packets in
+        # the handshake workload and may stay under one tick, so only the seconds-long ones count.
+        emulator = s[(s["protocol"] == p) & (s["metric"] == "cpu_emulator_s")]
+        assert (emulator[emulator["workload"] != "handshake"]["value"] > 0).all()
+        assert (emulator["value"] >= 0).all() and len(emulator) == 4
         assert set(_values(s, p, "cpu_bound")) <= {0.0, 1.0}
 
 
@@ -230,6 +235,10 @@ def test_interrupted_run_resumes_without_redoing_finished_cells(tmp_path: Path) 
 SMOKE_CADDY = ROOT / "scenarios" / "smoke-caddy.yaml"
 
 
+# Wall-clock TTFB on a shared 2-core host: a busy neighbour (seen once in CI: every h3 0-RTT
+# connection 2.5-4.2 RTT, 1.25-1.7 on a quiet host) inflates it, so a failure is retried on a
+# fresh run after a pause; the bound itself is not loosened.
+@pytest.mark.flaky(reruns=2, reruns_delay=10)
 def test_caddy_under_lab_run(tmp_path: Path) -> None:
     """`server: caddy` (quic-go) through the same namespaces and emulator: TTFB per mode with
     0-RTT proven by the handshake (Caddy sends no lab-early-data header), and goodput."""
@@ -238,11 +247,12 @@ def test_caddy_under_lab_run(tmp_path: Path) -> None:
     s = res.samples
     assert set(s["implementation"]) == {"caddy"}
     ttfb = s[s["metric"] == "ttfb_rtt"]
+    table = ttfb[["protocol", "mode", "value", "early_data"]].to_string()
     zero = ttfb[(ttfb["protocol"] == "h3") & (ttfb["mode"] == "zero_rtt")]
-    assert len(zero) == 3 and zero["early_data"].fillna(False).astype(bool).sum() >= 2
-    assert zero[zero["early_data"].fillna(False).astype(bool)]["value"].median() < 1.8
+    assert len(zero) == 3 and zero["early_data"].fillna(False).astype(bool).sum() >= 2, table
+    assert zero[zero["early_data"].fillna(False).astype(bool)]["value"].median() < 1.8, table
     cold = ttfb[(ttfb["mode"] == "cold")].groupby("protocol")["value"].median()
-    assert 1.8 < cold["h3"] < cold["h2"]
+    assert 1.8 < cold["h3"] < cold["h2"], table
     assert not ttfb[ttfb["protocol"] == "h2"]["early_data"].fillna(False).astype(bool).any()
     goodput = s[s["metric"] == "goodput_mbit"].set_index("protocol")["value"]
     assert set(goodput.index) == {"h2", "h3"} and (goodput > 0.5).all()

@@ -214,15 +214,25 @@ CI_SPECS = [
 ]
 
 
+def _host_lateness(check: dict) -> bool:
+    """The emulator's release-lateness row measures how busy the host was, not the link."""
+    return check["name"] == "emulator" and "release lateness" in check["measured"]
+
+
+# Each calibration judges loss and reordering counts with 99 % intervals, and the guest's netem
+# draws from an unseeded generator: about 2 % of runs fail one by chance (seen once: 7/2000 uplink
+# losses at 1 %). One fresh rerun brings that to about 0.04 %; a real disagreement fails twice.
 @pytest.mark.vm
 @needs_guest
+@pytest.mark.flaky(reruns=1)
 @pytest.mark.parametrize("spec", CI_SPECS, ids=lambda s: s["name"])
 def test_backends_agree_on_the_ci_specs(spec: dict) -> None:
     from lab.vm.crossrun import calibrate_both
 
     emu, netem = calibrate_both(spec["name"], spec["link"])
-    failed = [c for r in (emu, netem) for c in r["checks"] if c["ok"] is False]
-    assert emu["passed"] and netem["passed"], failed
+    checks = [c for r in (emu, netem) for c in r["checks"]]
+    failed = [c for c in checks if c["ok"] is False and not _host_lateness(c)]
+    assert not failed, failed
     disagree = [a for a in agreements(emu, netem) if not a.ok]
     assert not disagree, disagree
 
