@@ -443,6 +443,7 @@ def _add_get(sub: argparse._SubParsersAction) -> None:
     proto.add_argument("--http2", dest="protocol", action="store_const", const="h2")
     proto.add_argument("--http3", dest="protocol", action="store_const", const="h3")
     p.add_argument("--0rtt", dest="zero_rtt", action="store_true", help="ticket, then 0-RTT")
+    p.add_argument("--head", action="store_true", help="HEAD instead of GET (headers, no body)")
     p.add_argument("-n", type=int, default=1, help="concurrent requests on one connection")
     p.add_argument(
         "--quic-engine",
@@ -476,6 +477,7 @@ def _cmd_get(args: argparse.Namespace) -> int:
                 count=args.n,
                 ca_file=ca,
                 quic_engine=args.quic_engine,
+                method="HEAD" if args.head else "GET",
             )
         )
     except ValueError as e:  # a URL or option the client cannot use

@@ -197,6 +197,18 @@ def test_lab_get_prints_timings(serve, cert_dir):
     assert out.stdout.count("status 200, 100000 bytes") == 2
 
 
+@pytest.mark.parametrize("protocol", ["--http2", "--http3"])
+def test_lab_get_head_shows_the_length_without_a_body(serve, cert_dir, protocol):
+    server = serve()
+    url = f"https://127.0.0.1:{server.port}/bytes/100000"
+    argv = [sys.executable, "-m", "lab", "get", url, "--ca", str(cert_dir / "ca.pem"), protocol]
+    head = subprocess.run([*argv, "--head"], capture_output=True, text=True, timeout=60)
+    assert head.returncode == 0, head.stderr
+    assert "status 200, 0 bytes (content-length 100000)" in head.stdout
+    get = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert "status 200, 100000 bytes (content-length 100000)" in get.stdout
+
+
 def test_lab_get_0rtt_over_h2_says_it_resumed_without_early_data(serve, cert_dir):
     server = serve()
     url = f"https://127.0.0.1:{server.port}/healthz"

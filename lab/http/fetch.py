@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 import trio
@@ -58,8 +59,10 @@ async def fetch(
     ca_file: Path | None = None,
     keep_body: bool = False,
     quic_engine: QuicEngine = "aioquic",
+    method: Literal["GET", "HEAD"] = "GET",
 ) -> list[ConnectionReport]:
-    """GET `url` `count` times concurrently on one connection (twice with zero_rtt: cold, 0-RTT).
+    """GET (or HEAD) `url` `count` times concurrently on one connection (twice with zero_rtt:
+    cold, 0-RTT).
 
     `quic_engine` selects the HTTP/3 engine (aioquic or qh3); h2 ignores it."""
     host, port, path = parse_url(url)
@@ -82,7 +85,7 @@ async def fetch(
             responses: list[Response] = []
 
             async def one(conn: Connection = conn, responses: list[Response] = responses) -> None:
-                responses.append(await conn.request("GET", path, keep_body=keep_body))
+                responses.append(await conn.request(method, path, keep_body=keep_body))
 
             async with trio.open_nursery() as nursery:
                 for _ in range(count):
@@ -119,8 +122,10 @@ def format_reports(
         if t.note:
             lines.append(f"  note: {t.note}")
         for r in rep.responses:
+            length = next((v for n, v in r.headers if n == "content-length"), None)
             lines.append(
-                f"  stream {r.stream_id}: status {r.status}, {r.body_bytes} bytes, "
+                f"  stream {r.stream_id}: status {r.status}, {r.body_bytes} bytes"
+                f"{'' if length is None else f' (content-length {length})'}, "
                 f"server says early data: {'yes' if r.early_data else 'no'}"
             )
             lines.append(f"    request sent     {_ms(r.request_sent_ns, t0)} ms")
