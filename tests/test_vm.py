@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from labrun import timer_overshoot_p99_ms
 
 from lab.errors import HostNotCapable
 from lab.vm.boot import GuestLayout, init_script, kernel_cmdline, stage2_script, unsafe_path
@@ -214,6 +215,9 @@ CI_SPECS = [
 ]
 
 
+HOST_TIMER_LIMIT_MS = 1.0  # the emulator's own release-lateness limit (p99)
+
+
 def _host_lateness(check: dict) -> bool:
     """The emulator's release-lateness row measures how busy the host was, not the link."""
     return check["name"] == "emulator" and "release lateness" in check["measured"]
@@ -229,6 +233,9 @@ def _host_lateness(check: dict) -> bool:
 def test_backends_agree_on_the_ci_specs(spec: dict) -> None:
     from lab.vm.crossrun import calibrate_both
 
+    late_ms = timer_overshoot_p99_ms()
+    if late_ms > HOST_TIMER_LIMIT_MS:  # the guest's netem and the emulator both ride on them
+        pytest.skip(f"this host's 1 ms timers wake {late_ms:.1f} ms late (p99): no 0.5 ms check")
     emu, netem = calibrate_both(spec["name"], spec["link"])
     checks = [c for r in (emu, netem) for c in r["checks"]]
     failed = [c for c in checks if c["ok"] is False and not _host_lateness(c)]
