@@ -125,3 +125,9 @@ def run_scenario(scenario: Path, out: Path, *, timeout_s: float = RUN_TIMEOUT_S)
     wall_s = time.monotonic() - t0
     (run_dir,) = out.iterdir()
     return LabRun(p, load(run_dir), wall_s)
+
+
+def run_scenario_text(directory: Path, name: str, text: str) -> LabRun:
+    """`text` written to DIRECTORY/NAME.yaml and run with `run_scenario`, results under
+    DIRECTORY/NAME/."""
+    return run_scenario(write_scenario(directory, name, text), directory / name)

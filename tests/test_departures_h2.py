@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 import trio
 import trio.testing
-from labrun import run_scenario, skip_without_netns, write_scenario
+from labrun import run_scenario_text, skip_without_netns
 from test_server import ServeProcess
 
 from lab.errors import RunError
@@ -352,7 +352,7 @@ matrix:
 def emulator_run(tmp_path_factory: pytest.TempPathFactory):
     skip_without_netns()
     d = tmp_path_factory.mktemp("tcpdep")
-    return run_scenario(write_scenario(d, "tcpdep", CONGESTED_AND_UNLOADED), d / "results")
+    return run_scenario_text(d, "tcpdep", CONGESTED_AND_UNLOADED)
 
 
 def _metric(samples: pd.DataFrame, metric: str) -> dict[int, float]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fixtures.events import agent_event_rows
-from labrun import run_scenario, skip_without_netns, write_scenario
+from labrun import run_scenario_text, skip_without_netns
 
 from lab.results.schema import samples_frame
 from lab.scenario.workloads import WatchParams
@@ -288,7 +288,7 @@ matrix:
 def real_run(tmp_path_factory: pytest.TempPathFactory):
     skip_without_netns()
     d = tmp_path_factory.mktemp("hol")
-    return run_scenario(write_scenario(d, "holcheck", REAL), d / "results").results
+    return run_scenario_text(d, "holcheck", REAL).results
 
 
 def _per_cell(samples: pd.DataFrame, metric: str) -> pd.Series:

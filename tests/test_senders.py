@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from labrun import run_scenario, skip_without_netns, write_scenario
+from labrun import run_scenario_text, skip_without_netns
 
 from lab.net.inet_diag import CONNECTIONS, DiagSocket
 from lab.run.sender_sampler import read_quic_log
@@ -150,7 +150,7 @@ workloads:
 
 
 def _run(tmp: Path, name: str, text: str) -> pd.DataFrame:
-    s = run_scenario(write_scenario(tmp, name, text), tmp / name).results.samples
+    s = run_scenario_text(tmp, name, text).results.samples
     rows = s[s["metric"].isin(["sender_cwnd_limited_fraction", "congestion_limited"])]
     return rows.pivot_table(index="protocol", columns="metric", values="value")
 
