@@ -19,7 +19,7 @@ from rich.console import Console
 from lab.evidence.check import LoadedThreshold, Threshold, evaluate
 from lab.results.schema import samples_frame
 from lab.results.summary import summarise
-from lab.run.agent import host_cpu_s
+from lab.run.agent import host_cpu_s, proc_cpu_s
 from lab.run.progress import summary_table
 from lab.workloads.aggregate import CpuUsage
 from lab.workloads.metrics import host_busy
@@ -102,12 +102,6 @@ workloads:
 """
 
 
-def _proc_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 @pytest.mark.netns
 @pytest.mark.timeout(300)
 def test_two_busy_loops_beside_a_run_are_the_others_and_set_host_busy(tmp_path: Path) -> None:
@@ -118,9 +112,9 @@ def test_two_busy_loops_beside_a_run_are_the_others_and_set_host_busy(tmp_path: 
     loop = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end: pass\n"
     hogs = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(2)]
     try:
-        t0, cpu0 = time.monotonic(), sum(_proc_cpu_s(h.pid) for h in hogs)
+        t0, cpu0 = time.monotonic(), sum(proc_cpu_s(h.pid) for h in hogs)
         s = run_scenario(scenario, tmp_path / "results").results.samples
-        hog_cores = (sum(_proc_cpu_s(h.pid) for h in hogs) - cpu0) / (time.monotonic() - t0)
+        hog_cores = (sum(proc_cpu_s(h.pid) for h in hogs) - cpu0) / (time.monotonic() - t0)
     finally:
         for h in hogs:
             h.kill()

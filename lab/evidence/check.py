@@ -212,7 +212,7 @@ class CellValue:
     cpu_bound: bool = False
     different_controllers: bool = False  # h2's and h3's senders used different ones
     congestion_limited: bool = False  # a sender was congestion-window limited in a repetition
-    host_busy: bool = False  # other processes took more than HOST_BUSY_LIMIT cores in one
+    host_busy: bool = False  # other processes took over HOST_BUSY_LIMIT cores in a repetition
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,16 @@ def self_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _cpu_now(cfg: AgentConfig) -> tuple[float | None, float, float | None, float]:
+    """CPU seconds so far of (server, this client, emulator, the whole host)."""
+    return (
+        proc_cpu_s(cfg.server_pid),
+        self_cpu_s(),
+        proc_cpu_s(cfg.emulator_pid),
+        host_cpu_s(),
+    )
+
+
 def _delta(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else max(0.0, after - before)
 
@@ -93,12 +103,7 @@ async def run_workloads(cfg: AgentConfig) -> list[dict[str, Any]]:
     for index, params in enumerate(cfg.workloads):
         rate = cfg.expected_rate_mbit or cfg.rate_mbit
         timeout = cfg.timeout_factor * estimate_s(params, cfg.base_rtt_ms, rate) + 20
-        cpu0 = (
-            proc_cpu_s(cfg.server_pid),
-            self_cpu_s(),
-            proc_cpu_s(cfg.emulator_pid),
-            host_cpu_s(),
-        )
+        cpu0 = _cpu_now(cfg)
         t0 = time.monotonic()
         rows: list[dict[str, Any]] = []
         error = None
@@ -111,12 +116,7 @@ async def run_workloads(cfg: AgentConfig) -> list[dict[str, Any]]:
             error = f"{type(e).__name__}: {e}"
             traceback.print_exc()
         wall = time.monotonic() - t0
-        cpu1 = (
-            proc_cpu_s(cfg.server_pid),
-            self_cpu_s(),
-            proc_cpu_s(cfg.emulator_pid),
-            host_cpu_s(),
-        )
+        cpu1 = _cpu_now(cfg)
         results.append(
             {
                 "index": index,

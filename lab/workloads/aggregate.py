@@ -19,11 +19,10 @@ Aggregates per workload kind:
 - rpc_under_load, k8s_mix: rpc_delayed_fraction, rpc_p95_ms (lab.workloads.metrics.rpc_metrics);
 - bulk, multiplex, rpc_under_load: utilisation (median goodput ÷ downlink rate; NaN unlimited);
 - every kind: cpu_server_s, cpu_client_s, cpu_emulator_s (user+sys seconds during the
-  workload) and cpu_bound (1.0 when any of them exceeded 90 % of one core over the wall time,
-  workload_wall_s);
-  cpu_host_s (busy seconds of the whole host), cpu_other_s (host − those three) and host_busy
-  (1.0 when the others used more than metrics.HOST_BUSY_LIMIT cores: wall-clock times may be
-  inflated by a busy neighbour).
+  workload), cpu_bound (1.0 when any of them exceeded 90 % of one core over the wall time) and
+  that wall time, workload_wall_s; cpu_host_s (busy seconds of the whole host), cpu_other_s
+  (host − those three) and host_busy (1.0 when the others used more than
+  metrics.HOST_BUSY_LIMIT cores: wall-clock times may be inflated by a busy neighbour).
 """
 
 from __future__ import annotations
@@ -72,7 +71,7 @@ class CpuUsage:
         out.append(row("cpu_bound", 1.0 if bound else 0.0, "bool"))
         out.append(row("workload_wall_s", self.wall_s, "s"))
         other = self.other_s
-        if other is not None and self.host_s is not None:
+        if self.host_s is not None and other is not None:  # both or neither
             busy = self.wall_s > 0 and metrics.host_busy(other, self.wall_s)
             out.append(row("cpu_host_s", self.host_s, "s"))
             out.append(row("cpu_other_s", other, "s"))
